@@ -1,0 +1,142 @@
+"""Public entry points: :func:`solve` (any method, any regime, any backend) and :func:`lstsq`."""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .problem import Problem, as_float_array
+from .result import SolveResult
+from .solvers import METHODS, SKETCHABLE, SolverOptions
+
+BACKENDS = ("inprocess", "torch", "ray")
+DISTRIBUTED_METHODS = ("eagle", "gd")
+
+
+class SolveError(RuntimeError):
+    """Raised by ``solve(..., throw=True)`` when the status is not ``converged``."""
+
+    def __init__(self, result: SolveResult):
+        super().__init__(f"{result.method}: {result.status.message}")
+        self.result = result
+
+
+def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_iter: int = 1000,
+          target_error: Optional[float] = None, time_budget: Optional[float] = None,
+          callback: Optional[Callable[[int, dict], bool]] = None, device: Optional[str] = None,
+          dtype: Optional[str] = None, seed: int = 0, progress: bool = False,
+          record_error: bool = True, patience: int = 2,
+          sketch_size: Optional[int] = None, sketch_kind: str = "orthonormal",
+          eta: Optional[float] = None, gamma: Optional[float] = None, norm: str = "auto",
+          accelerate: bool = False,
+          workers: int = 1, backend: str = "inprocess", shards: Any = "contiguous",
+          normalization: str = "local", timeout: float = 60.0, address: Optional[str] = None,
+          kernel: Optional[Callable] = None, throw: bool = False) -> SolveResult:
+    """Complete ``D̂ = B A⁺ C`` for ``problem`` with ``method``.
+
+    Methods: ``eagle``, ``gd``, ``sgd`` (sketched GD), ``cg`` (normal equations), ``lsmr``,
+    ``lsqr``, ``lstsq`` / ``lstsq-gelsd`` (SVD), ``lstsq-gelsy`` (QR), ``pinv``.
+
+    Regimes: centralized (default); sketched with ``sketch_size=r`` (``eagle``/``sgd``;
+    ``sketch_kind`` ``"orthonormal"`` or ``"sample"``, a fresh sketch every iteration); distributed
+    with ``workers=M > 1`` or ``backend != "inprocess"`` (``eagle``/``gd``; column shards given by
+    ``shards``: ``"contiguous"``, ``"random"`` or a list of column-index arrays).
+
+    Stopping (all methods): relative D-step ``≤ tol`` (``patience`` times in a row),
+    ``target_error`` on the true relative error, ``max_iter``, ``time_budget`` seconds, or
+    ``callback(iteration, info)`` returning True. See :class:`eagle_dist.result.Status`.
+
+    ``throw=True`` raises :class:`SolveError` unless the status is ``converged``.
+
+    Example:
+        >>> import numpy as np
+        >>> from eagle_dist import Problem, solve
+        >>> rng = np.random.default_rng(0)
+        >>> A = rng.standard_normal((50, 60)); W = rng.standard_normal((2, 50))
+        >>> res = solve(Problem.from_arrays(A, W @ A, np.eye(50)), "eagle")
+        >>> bool(np.allclose(res.D, W, atol=1e-8))
+        True
+    """
+    if not isinstance(problem, Problem):
+        raise TypeError(f"problem must be an eagle_dist.Problem, got {type(problem).__name__}; build "
+                        "one with Problem.from_arrays(A, B, C) or eagle_dist.data generators")
+    if method not in METHODS:
+        raise ValueError(f"method={method!r} is unknown; choose one of {sorted(METHODS)}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r}; choose one of {BACKENDS}")
+    if not isinstance(workers, (int, np.integer)) or workers < 1:
+        raise ValueError(f"workers={workers!r} must be a positive integer")
+    opts = SolverOptions(tol=tol, max_iter=max_iter, target_error=target_error,
+                         time_budget=time_budget, callback=callback, device=device, dtype=dtype,
+                         seed=seed, progress=progress, record_error=record_error,
+                         patience=patience).validate()
+    distributed = workers > 1 or backend != "inprocess" or kernel is not None
+    if distributed:
+        if method not in DISTRIBUTED_METHODS:
+            raise ValueError(f"method={method!r} has no distributed form; use 'eagle' or 'gd' with "
+                             "workers > 1 (CG and Krylov methods need all data on one machine)")
+        if sketch_size is not None:
+            raise ValueError("sketch_size and workers > 1 cannot be combined; pick one regime")
+        from .distributed import solve_distributed
+        result = solve_distributed(
+            problem, opts, method=method, workers=int(workers), backend=backend, shards=shards,
+            eta=eta, gamma=gamma, normalization=normalization, accelerate=accelerate,
+            timeout=timeout, address=address, kernel=kernel)
+    else:
+        kw: dict = {}
+        if method == "sgd" and sketch_size is None:
+            raise ValueError("method='sgd' needs sketch_size=r (1..d); for full-batch use method='gd'")
+        if sketch_size is not None:
+            if method not in SKETCHABLE:
+                raise ValueError(f"method={method!r} has no sketched form; sketch_size works with "
+                                 f"{SKETCHABLE}")
+            kw.update(sketch_size=sketch_size, sketch_kind=sketch_kind)
+        if method in ("eagle", "gd", "sgd"):
+            kw.update(norm=norm)
+            if gamma is not None:
+                kw["gamma"] = gamma
+            if method == "eagle":
+                kw["accelerate"] = accelerate
+                if eta is not None:
+                    kw["eta"] = eta
+        else:
+            extra = [k for k, v in (("eta", eta), ("gamma", gamma)) if v is not None]
+            if extra:
+                raise ValueError(f"{extra} only apply to eagle/gd/sgd, not method={method!r}")
+        result = METHODS[method](problem, opts, **kw)
+    if throw and not result.converged:
+        raise SolveError(result)
+    return result
+
+
+def lstsq(A, b, *, method: str = "eagle", tol: float = 1e-12, max_iter: int = 1000,
+          return_result: bool = False, **kwargs):
+    """SciPy-style least squares ``min_x ‖A x − b‖₂`` (minimum-norm ``x``) solved with EAGLE.
+
+    ``A`` is ``(m, k)`` in the usual orientation; ``b`` is ``(m,)`` or ``(m, p)``. Internally the
+    block problem has ``A_here = Aᵀ`` (``k x m``), ``B = bᵀ`` and ``C = I_k`` so ``D = xᵀ``
+    (SPEC §1). Returns ``x`` (and the :class:`SolveResult` when ``return_result=True``).
+
+    Example:
+        >>> import numpy as np
+        >>> from eagle_dist import lstsq
+        >>> A = np.random.default_rng(1).standard_normal((30, 5)); x0 = np.arange(5.0)
+        >>> bool(np.allclose(lstsq(A, A @ x0), x0))
+        True
+    """
+    A = as_float_array(A, "A")
+    b_arr = np.asarray(b.detach().cpu().numpy() if hasattr(b, "detach") else b)
+    vector = b_arr.ndim == 1
+    if vector:
+        b_arr = b_arr.reshape(-1, 1)
+    b_arr = as_float_array(b_arr, "b")
+    if b_arr.shape[0] != A.shape[0]:
+        raise ValueError(f"b has {b_arr.shape[0]} rows but A has {A.shape[0]}; b must be (m,) or (m, p) "
+                         f"with m = {A.shape[0]}")
+    k = A.shape[1]
+    prob = Problem.from_arrays(A.T, b_arr.T, np.eye(k, dtype=A.dtype), name="lstsq")
+    res = solve(prob, method, tol=tol, max_iter=max_iter, **kwargs)
+    x = res.D.T                                   # (k, p)
+    x = x[:, 0] if vector else x
+    return (x, res) if return_result else x
+

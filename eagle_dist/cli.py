@@ -1,0 +1,213 @@
+"""``eagle-dist`` command line: solve | bench | info | demo.
+
+Examples::
+
+    eagle-dist solve --n 240 --d 240 --kappa 1e4 --methods eagle,cg,lstsq
+    eagle-dist solve --mtx HB/dwt_1007 --methods eagle,cg,lsmr,lstsq --out runs/dwt
+    eagle-dist solve --kappa 1e3 --sketch-size 60 --methods eagle,sgd --target-error 1e-2
+    eagle-dist solve --workers 4 --backend ray --kappa 1e3
+    eagle-dist info
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+from typing import List, Optional
+
+log = logging.getLogger("eagle_dist")
+
+
+def _add_problem_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("problem (synthetic unless --mtx)")
+    g.add_argument("--mtx", help="Matrix Market file (.mtx/.mtx.gz) or shipped SuiteSparse name, "
+                                 "e.g. HB/dwt_1007 (SPEC §5 protocol)")
+    g.add_argument("--c-block", default="rest", choices=["rest", "identity"],
+                   help="with --mtx: C = remaining columns, or I (solve w A = B)")
+    g.add_argument("--rank", type=int, default=None, help="rank of A (synthetic) / of the matrix (--mtx)")
+    g.add_argument("--distribution", default="controlled",
+                   help="controlled | paper_training | svd | student_t | gaussian | correlated | "
+                        "sparse_rademacher | clustered")
+    g.add_argument("--n", type=int, default=240)
+    g.add_argument("--d", type=int, default=240)
+    g.add_argument("--nq", type=int, default=2, help="n' (rows of B)")
+    g.add_argument("--dq", type=int, default=2, help="d' (columns of C)")
+    g.add_argument("--kappa", type=float, default=1e2, help="condition number of A (controlled)")
+    g.add_argument("--noise", type=float, default=0.0, help="Gaussian noise std on every block")
+    g.add_argument("--seed", type=int, default=0)
+
+
+def _add_solver_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("solver")
+    g.add_argument("--methods", default="eagle",
+                   help="comma list: eagle,gd,sgd,cg,lsmr,lsqr,lstsq,lstsq-gelsy,pinv")
+    g.add_argument("--tol", type=float, default=1e-10, help="relative D-step tolerance")
+    g.add_argument("--target-error", type=float, default=None,
+                   help="stop on true relative error instead (needs the reference)")
+    g.add_argument("--max-iter", type=int, default=1000)
+    g.add_argument("--time-budget", type=float, default=None, help="seconds per method")
+    g.add_argument("--eta", type=float, default=None, help="A/B step size (default 1/3)")
+    g.add_argument("--gamma", type=float, default=None, help="C/D step size (default 1)")
+    g.add_argument("--accelerate", action="store_true", help="freeze A, B once conditioned")
+    g.add_argument("--sketch-size", type=int, default=None, help="compute-limited regime: r")
+    g.add_argument("--sketch-kind", default="orthonormal", choices=["orthonormal", "sample"])
+    g.add_argument("--dtype", default=None, choices=["float32", "float64"])
+    g.add_argument("--device", default="auto", help="auto | cpu | cuda[:k]")
+    g.add_argument("--no-reference", action="store_true",
+                   help="skip the pinv reference (large problems); errors are then NaN")
+    d = p.add_argument_group("distributed")
+    d.add_argument("--workers", type=int, default=1, help="M column shards (> 1: distributed)")
+    d.add_argument("--backend", default="inprocess", choices=["inprocess", "torch", "ray"])
+    d.add_argument("--shards", default="contiguous", help="contiguous | random")
+    d.add_argument("--normalization", default="local", choices=["local", "global"])
+    d.add_argument("--timeout", type=float, default=60.0, help="seconds before a silent worker fails the run")
+    d.add_argument("--address", default=None, help="Ray cluster address (default: start one locally)")
+
+
+def build_problem(args):
+    from .data import controlled, distribution, load_suitesparse, paper_training
+    if args.mtx:
+        return load_suitesparse(args.mtx, rank=args.rank, c_block=args.c_block)
+    if args.distribution == "controlled":
+        return controlled(args.n, args.d, args.nq, args.dq, kappa=args.kappa, rank=args.rank,
+                          noise=args.noise, seed=args.seed)
+    if args.distribution == "paper_training":
+        return paper_training(args.n, args.d, args.nq, args.dq, noise=args.noise, seed=args.seed)
+    return distribution(args.distribution, args.n, args.d, args.nq, args.dq, rank=args.rank,
+                        noise=args.noise, seed=args.seed)
+
+
+def _fmt(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.3g}" if x == x else "nan"
+    return str(x)
+
+
+def results_table(results) -> str:
+    """A markdown table of solve results (what `solve` prints and writes to summary.md)."""
+    cols = ["method", "regime", "backend", "workers", "status", "iterations", "error", "time_s",
+            "bytes_per_worker_per_round"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in results:
+        s = r.summary()
+        lines.append("| " + " | ".join(_fmt(s.get(c, "")) for c in cols) + " |")
+    return "\n".join(lines)
+
+
+def cmd_solve(args) -> int:
+    from .api import solve
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    problem = build_problem(args)
+    log.info("problem: %s", problem)
+    if not args.no_reference:
+        log.info("reference B A⁺ C (float64 pinv) computed; κ(A) = %.3g", problem.condition_number)
+    results = []
+    for m in methods:
+        kw = dict(tol=args.tol, target_error=args.target_error, max_iter=args.max_iter,
+                  time_budget=args.time_budget, device=args.device, dtype=args.dtype,
+                  seed=args.seed, progress=sys.stderr.isatty(), record_error=not args.no_reference,
+                  accelerate=args.accelerate, eta=args.eta, gamma=args.gamma)
+        if m in ("eagle", "sgd") and args.sketch_size:
+            kw.update(sketch_size=args.sketch_size, sketch_kind=args.sketch_kind)
+        if m == "sgd" and not args.sketch_size:
+            raise ValueError("--methods sgd needs --sketch-size r")
+        if m not in ("eagle", "gd", "sgd"):
+            kw.pop("eta"), kw.pop("gamma"), kw.pop("accelerate")
+        if args.workers > 1 or args.backend != "inprocess":
+            if m in ("eagle", "gd"):
+                kw.update(workers=args.workers, backend=args.backend, shards=args.shards,
+                          normalization=args.normalization, timeout=args.timeout,
+                          address=args.address)
+        res = solve(problem, m, **kw)
+        results.append(res)
+        log.info("%s: %s after %d iterations, error %.3g, %.3f s", m, res.status.value,
+                 res.iterations, res.error, res.time_s)
+    table = results_table(results)
+    print(f"\n{problem!r}\n")
+    print(table)
+    if args.out:
+        os.makedirs(args.out, exist_ok=True)
+        with open(os.path.join(args.out, "summary.md"), "w") as f:
+            f.write(f"# eagle-dist solve\n\n`{' '.join(sys.argv)}`\n\n{problem!r}\n\n{table}\n")
+        for r in results:
+            tag = r.method.replace("/", "_")
+            r.to_json(os.path.join(args.out, f"{tag}.json"))
+            r.history_to_csv(os.path.join(args.out, f"{tag}_history.csv"))
+        print(f"\nwrote {args.out}/summary.md and per-method JSON/CSV")
+    return 0 if all(r.converged for r in results) else 3
+
+
+def cmd_info(args) -> int:
+    import numpy as np
+    import scipy
+    import torch
+    info = {
+        "eagle_dist": __import__("eagle_dist").__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
+        "gloo": torch.distributed.is_available() and torch.distributed.is_gloo_available(),
+        "nccl": torch.distributed.is_available() and torch.distributed.is_nccl_available(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "cpu_count": os.cpu_count(),
+    }
+    for mod in ("ray", "cupy", "matplotlib"):
+        try:
+            info[mod] = __import__(mod).__version__
+        except Exception as exc:  # noqa: BLE001 - report any import failure
+            info[mod] = f"not available ({type(exc).__name__})"
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    """The README's main job: solve a shipped SuiteSparse matrix with EAGLE and the baselines."""
+    ns = argparse.Namespace(**vars(args))
+    for k, v in dict(mtx="HB/dwt_1007", c_block="rest", rank=None, methods="eagle,cg,lsmr,lstsq,pinv",
+                     tol=1e-10, target_error=None, max_iter=20000, time_budget=None, eta=None,
+                     gamma=None, accelerate=False, sketch_size=None, sketch_kind="orthonormal",
+                     dtype=None, device="auto", no_reference=False, workers=1,
+                     backend="inprocess", shards="contiguous", normalization="local",
+                     timeout=60.0, address=None, seed=0).items():
+        if not hasattr(ns, k):
+            setattr(ns, k, v)
+    return cmd_solve(ns)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="eagle-dist", description=__doc__.split("\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog=__doc__.split("\n", 1)[1])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    ps = sub.add_parser("solve", help="solve a synthetic or Matrix Market problem")
+    _add_problem_args(ps)
+    _add_solver_args(ps)
+    ps.add_argument("--out", default=None, help="directory for summary.md, JSON and history CSV")
+    ps.set_defaults(fn=cmd_solve)
+    pi = sub.add_parser("info", help="devices, backends, versions")
+    pi.set_defaults(fn=cmd_info)
+    pd = sub.add_parser("demo", help="the main job: a shipped SuiteSparse matrix, EAGLE vs baselines")
+    pd.add_argument("--out", default="runs/demo")
+    pd.set_defaults(fn=cmd_demo)
+    from .bench.cli import add_bench_parser
+    add_bench_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except (ValueError, TypeError) as exc:
+        parser.exit(2, f"eagle-dist: error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

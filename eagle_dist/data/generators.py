@@ -1,0 +1,138 @@
+"""Seeded problem generators (SPEC §3, §5).
+
+* :func:`controlled` — exact spectrum: κ(A), rank, sizes, noise; consistent (``D = D̂``) when noiseless.
+* :func:`paper_training` — the transformers' training distribution (rank-s ``X = R₁R₂ᵀ/√s`` with
+  anisotropic ``Σ = diag(α₀, α₀², …)``).
+* :func:`distribution` — the six evaluation distributions of SPEC §5 (``svd``, ``student_t``,
+  ``gaussian``, ``correlated``, ``sparse_rademacher``, ``clustered``), each building a full
+  ``(n + n') x (d + d')`` matrix ``X`` of rank ``s`` from factors, then splitting it.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from ..problem import Problem
+
+DISTRIBUTIONS = ("svd", "student_t", "gaussian", "correlated", "sparse_rademacher", "clustered")
+
+
+def _check_sizes(**sizes):
+    for k, v in sizes.items():
+        if not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{k}={v!r} must be a positive integer")
+
+
+def _haar(rng, m, k):
+    Q, R = np.linalg.qr(rng.standard_normal((m, k)))
+    return Q * np.sign(np.diag(R))
+
+
+def controlled(n: int = 240, d: int = 240, n_query: int = 2, d_query: int = 2, *,
+               kappa: float = 1e2, rank: Optional[int] = None, noise: float = 0.0,
+               spectrum: str = "geometric", seed: int = 0, dtype=np.float64) -> Problem:
+    """``A = U diag(σ) Vᵀ`` with ``σ`` from 1 down to ``1/kappa`` (``rank`` nonzero values),
+    ``C = A Z``, ``B = W A``, ``D = W A Z`` (so ``rank X = rank A`` and ``D = B A⁺ C``), then i.i.d.
+    ``N(0, noise²)`` added to every block (the hidden ``D_true`` keeps its noise too).
+
+    ``spectrum``: ``"geometric"`` (evenly spaced in log) or ``"loguniform"`` (random in log, with
+    both endpoints kept so κ is exact).
+    """
+    _check_sizes(n=n, d=d, n_query=n_query, d_query=d_query)
+    r = min(n, d) if rank is None else rank
+    if not isinstance(r, (int, np.integer)) or not (1 <= r <= min(n, d)):
+        raise ValueError(f"rank={rank!r} must be an integer in 1..min(n, d) = 1..{min(n, d)}")
+    if not (kappa >= 1.0 and np.isfinite(kappa)):
+        raise ValueError(f"kappa={kappa!r} must be a finite number >= 1")
+    if noise < 0:
+        raise ValueError(f"noise={noise!r} must be >= 0 (it is a standard deviation)")
+    if spectrum not in ("geometric", "loguniform"):
+        raise ValueError(f"spectrum={spectrum!r}; use 'geometric' or 'loguniform'")
+    rng = np.random.default_rng(seed)
+    if r == 1:
+        sig = np.ones(1)
+    elif spectrum == "geometric":
+        sig = np.logspace(0.0, -np.log10(kappa), r)
+    else:
+        inner = np.sort(rng.uniform(-np.log10(kappa), 0.0, r - 2))[::-1]
+        sig = 10.0 ** np.concatenate([[0.0], inner, [-np.log10(kappa)]])
+    U, V = _haar(rng, n, r), _haar(rng, d, r)
+    A = (U * sig) @ V.T
+    Z = rng.standard_normal((d, d_query))
+    W = rng.standard_normal((n_query, n)) / np.sqrt(n)
+    C, B = A @ Z, W @ A
+    D = B @ Z
+    if noise > 0:
+        A, B, C, D = (x + noise * rng.standard_normal(x.shape) for x in (A, B, C, D))
+    meta = dict(generator="controlled", kappa=kappa, rank=r, noise=noise, seed=seed)
+    return Problem.from_arrays(A.astype(dtype), B.astype(dtype), C.astype(dtype),
+                               D.astype(dtype), name=f"controlled(k={kappa:g},r={r})", meta=meta)
+
+
+def split(X: np.ndarray, n: int, d: int, *, name: str, meta: dict, dtype=np.float64) -> Problem:
+    """Split ``X`` into ``[[A, C], [B, D]]`` with ``A = X[:n, :d]`` and keep ``D`` as ``D_true``."""
+    X = np.asarray(X, dtype=dtype)
+    if not (0 < n < X.shape[0] and 0 < d < X.shape[1]):
+        raise ValueError(f"n={n}, d={d} must leave non-empty blocks in X of shape {X.shape}")
+    return Problem.from_arrays(X[:n, :d], X[n:, :d], X[:n, d:], X[n:, d:], name=name, meta=meta)
+
+
+def paper_training(n: int = 18, d: int = 18, n_query: int = 2, d_query: int = 2, *, s: int = 10,
+                   alpha0: float = 0.7, noise: float = 0.0, seed: int = 0) -> Problem:
+    """One sample of the paper's training distribution (SPEC §3)."""
+    _check_sizes(n=n, d=d, n_query=n_query, d_query=d_query, s=s)
+    rng = np.random.default_rng(seed)
+    scale = np.sqrt(alpha0 ** np.arange(1, s + 1))           # Σ = diag(α₀, α₀², …), s x s
+    R1 = rng.standard_normal((n + n_query, s)) * scale
+    R2 = rng.standard_normal((d + d_query, s)) * scale
+    X = R1 @ R2.T / np.sqrt(s)
+    if noise > 0:
+        X = X + np.sqrt(noise) * rng.standard_normal(X.shape)   # ``noise`` is a variance (0.01)
+    return split(X, n, d, name="paper_training", meta=dict(generator="paper_training", s=s,
+                                                           alpha0=alpha0, noise=noise, seed=seed))
+
+
+def _factor(rng, kind: str, m: int, s: int) -> np.ndarray:
+    if kind == "gaussian":
+        return rng.standard_normal((m, s))
+    if kind == "student_t":
+        return rng.standard_t(4.0, size=(m, s))
+    if kind == "correlated":
+        idx = np.arange(s)
+        L = np.linalg.cholesky(0.8 ** np.abs(idx[:, None] - idx[None, :]))   # Toeplitz ρ = 0.8
+        return rng.standard_normal((m, s)) @ L.T
+    if kind == "sparse_rademacher":
+        mask = rng.random((m, s)) < 0.1
+        F = np.where(mask, rng.choice([-1.0, 1.0], size=(m, s)), 0.0)
+        F[np.arange(m), rng.integers(0, s, m)] = rng.choice([-1.0, 1.0], size=m)  # no zero rows
+        return F
+    if kind == "clustered":
+        centers = rng.standard_normal((5, s)) * 3.0
+        return centers[rng.integers(0, 5, m)] + rng.standard_normal((m, s))
+    raise ValueError(kind)
+
+
+def distribution(kind: str = "gaussian", n: int = 240, d: int = 240, n_query: int = 2,
+                 d_query: int = 2, *, rank: Optional[int] = None, noise: float = 0.0,
+                 seed: int = 0, dtype=np.float64) -> Problem:
+    """A rank-``rank`` matrix ``X`` (default ``min(n, d)``, so ``A`` is generically full rank and
+    the data consistent) from one of :data:`DISTRIBUTIONS`; ``noise`` is the standard deviation
+    of Gaussian noise added to every entry (SPEC §5 uses 0.01)."""
+    if kind not in DISTRIBUTIONS:
+        raise ValueError(f"distribution {kind!r} is unknown; choose one of {DISTRIBUTIONS}")
+    _check_sizes(n=n, d=d, n_query=n_query, d_query=d_query)
+    s = min(n, d) if rank is None else rank
+    if not (1 <= s <= min(n, d)):
+        raise ValueError(f"rank={rank!r} must be in 1..min(n, d) = 1..{min(n, d)}")
+    rng = np.random.default_rng(seed)
+    if kind == "svd":
+        # X = U diag(σ) Vᵀ, σ log-uniform in [1e-2, 1]
+        sig = 10.0 ** rng.uniform(-2.0, 0.0, s)
+        X = (_haar(rng, n + n_query, s) * sig) @ _haar(rng, d + d_query, s).T
+    else:
+        X = _factor(rng, kind, n + n_query, s) @ _factor(rng, kind, d + d_query, s).T / np.sqrt(s)
+    if noise > 0:
+        X = X + noise * rng.standard_normal(X.shape)
+    return split(X, n, d, name=kind, meta=dict(generator=kind, rank=s, noise=noise, seed=seed),
+                 dtype=dtype)

@@ -1,0 +1,162 @@
+"""The masked-block completion problem ``X = [[A, C], [B, ?]]`` (SPEC §1).
+
+    A : n  x d      C : n  x d'
+    B : n' x d      D : n' x d'   (hidden)
+
+The Nyström completion is ``D̂ = B A⁺ C``. Least squares ``min_w ‖w A − b‖`` is ``B = b``,
+``C = I`` (then ``D = w``). Rows of A are features, columns are samples (``A_here = A_usualᵀ``).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+try:  # SciPy sparse input is accepted and densified
+    import scipy.sparse as _sp
+except ImportError:  # pragma: no cover - scipy is a hard dependency
+    _sp = None
+
+
+def as_float_array(x: Any, name: str) -> np.ndarray:
+    """Validate one block and return a float NumPy copy (never a view of the caller's data)."""
+    if _sp is not None and _sp.issparse(x):
+        x = x.toarray()
+    elif isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    elif not isinstance(x, np.ndarray):
+        try:
+            x = np.asarray(x)
+        except Exception as exc:  # noqa: BLE001 - re-raised with a clear message
+            raise TypeError(f"{name}: cannot convert {type(x).__name__} to an array ({exc}); "
+                            "pass a NumPy array, torch tensor or SciPy sparse matrix") from exc
+    if x.dtype == object:
+        raise TypeError(f"{name} has dtype object; pass a numeric array")
+    if np.iscomplexobj(x):
+        raise TypeError(f"{name} is complex ({x.dtype}); eagle_dist solves real problems — pass "
+                        "the real part, or stack real and imaginary parts into a real problem")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer)
+            or x.dtype == np.bool_):
+        raise TypeError(f"{name} has unsupported dtype {x.dtype}; pass a real float or integer array")
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {x.shape}; reshape a vector b to (1, -1) "
+                         "(a row) for B, or (-1, 1) for a single column of C")
+    if x.size == 0:
+        raise ValueError(f"{name} is empty (shape {x.shape}); every block needs at least one row "
+                         "and one column")
+    out_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
+    x = np.array(x, dtype=out_dtype, copy=True)
+    if not np.all(np.isfinite(x)):
+        bad = int(np.size(x) - np.count_nonzero(np.isfinite(x)))
+        raise ValueError(f"{name} contains {bad} NaN/Inf entries; clean or impute them first")
+    return x
+
+
+@dataclass(frozen=True, eq=False)
+class Problem:
+    """A block-completion problem. Build it with :meth:`from_arrays`, a generator in
+    :mod:`eagle_dist.data`, or :func:`eagle_dist.data.load_suitesparse`.
+
+    ``D_true`` is the hidden block when it is known (synthetic data, SuiteSparse protocol); the
+    reference for scoring is always :attr:`reference` = ``B A⁺ C`` in float64.
+    """
+
+    A: np.ndarray
+    B: np.ndarray
+    C: np.ndarray
+    D_true: Optional[np.ndarray] = None
+    name: str = "problem"
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_arrays(cls, A, B, C=None, D_true=None, *, name: str = "problem",
+                    meta: Optional[Dict[str, Any]] = None) -> "Problem":
+        """Validate and copy the blocks. ``C=None`` means ``C = I_n`` (recover ``W* = B A⁺``)."""
+        A = as_float_array(A, "A")
+        B = as_float_array(B, "B")
+        C = np.eye(A.shape[0], dtype=A.dtype) if C is None else as_float_array(C, "C")
+        if B.shape[1] != A.shape[1]:
+            raise ValueError(f"B has {B.shape[1]} columns but A has {A.shape[1]}; B must be "
+                             f"(n', d) = (?, {A.shape[1]})")
+        if C.shape[0] != A.shape[0]:
+            raise ValueError(f"C has {C.shape[0]} rows but A has {A.shape[0]}; C must be "
+                             f"(n, d') = ({A.shape[0]}, ?)")
+        if D_true is not None:
+            D_true = as_float_array(D_true, "D_true")
+            if D_true.shape != (B.shape[0], C.shape[1]):
+                raise ValueError(f"D_true has shape {D_true.shape}; expected (n', d') = "
+                                 f"{(B.shape[0], C.shape[1])}")
+        if not np.any(A):
+            raise ValueError("A is all zeros: B A⁺ C is then 0 for any B, C and there is nothing "
+                             "to solve; check the data or the block split")
+        # one common dtype: float32 only if every block is float32
+        dt = np.float32 if all(x.dtype == np.float32 for x in (A, B, C)) else np.float64
+        A, B, C = (x.astype(dt, copy=False) for x in (A, B, C))
+        return cls(A=A, B=B, C=C, D_true=D_true, name=name, meta=dict(meta or {}))
+
+    # shapes ----------------------------------------------------------------------------------
+    @property
+    def n(self) -> int:
+        return self.A.shape[0]
+
+    @property
+    def d(self) -> int:
+        return self.A.shape[1]
+
+    @property
+    def n_query(self) -> int:
+        """n' (rows of B and D)."""
+        return self.B.shape[0]
+
+    @property
+    def d_query(self) -> int:
+        """d' (columns of C and D)."""
+        return self.C.shape[1]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.A.dtype
+
+    # reference -------------------------------------------------------------------------------
+    @functools.cached_property
+    def reference(self) -> np.ndarray:
+        """``D̂ = B A⁺ C`` in float64 via ``numpy.linalg.pinv`` (independent of EAGLE)."""
+        A = self.A.astype(np.float64)
+        return (self.B.astype(np.float64) @ np.linalg.pinv(A)) @ self.C.astype(np.float64)
+
+    @functools.cached_property
+    def error_denominator(self) -> float:
+        """Denominator of the relative error: ``‖D̂‖_F``, unless ``D̂`` is numerically zero
+        (below 1e-10 of the data scale ``‖B‖_F ‖C‖_F / ‖A‖₂``, e.g. rounding noise of an exact
+        zero), in which case that data scale — so noise is not reported as a 100 % error."""
+        scale = (np.linalg.norm(self.B) * np.linalg.norm(self.C)
+                 / max(np.linalg.norm(self.A, 2), np.finfo(np.float64).tiny))
+        ref = float(np.linalg.norm(self.reference))
+        return ref if ref > 1e-10 * scale else float(scale)
+
+    def error(self, D) -> float:
+        """Relative error of a completed block against :attr:`reference` (the one metric)."""
+        from .result import relative_error
+        return relative_error(D, self.reference, self.error_denominator)
+
+    @functools.cached_property
+    def singular_values(self) -> np.ndarray:
+        return np.linalg.svd(self.A.astype(np.float64), compute_uv=False)
+
+    @property
+    def condition_number(self) -> float:
+        """κ(A) over the numerically nonzero singular values (pinv's default cut-off)."""
+        s = self.singular_values
+        s = s[s > s[0] * max(self.A.shape) * np.finfo(np.float64).eps]
+        return float(s[0] / s[-1])
+
+    def completed(self, D: np.ndarray) -> np.ndarray:
+        """The full matrix ``[[A, C], [B, D]]``."""
+        return np.block([[self.A, self.C], [self.B, np.asarray(D, dtype=self.A.dtype)]])
+
+    def __repr__(self) -> str:
+        return (f"Problem(name={self.name!r}, A={self.n}x{self.d}, B={self.n_query}x{self.d}, "
+                f"C={self.n}x{self.d_query}, dtype={self.dtype})")

@@ -1,0 +1,143 @@
+"""The one result object every solver, regime and backend returns."""
+from __future__ import annotations
+
+import csv
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+
+
+class Status(str, enum.Enum):
+    """Why a solve stopped. ``message`` says what it means and how to fix it."""
+
+    CONVERGED = "converged"
+    MAX_ITERATIONS = "max_iterations"
+    TIME_BUDGET = "time_budget"
+    DIVERGED = "diverged"
+    NON_FINITE = "non_finite"
+
+    @property
+    def ok(self) -> bool:
+        return self is Status.CONVERGED
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    Status.CONVERGED: "converged: the stopping rule was met",
+    Status.MAX_ITERATIONS: "max_iterations reached before the tolerance: try increasing max_iter, "
+    "loosening tol, or (sketched runs) a larger sketch size",
+    Status.TIME_BUDGET: "time budget exhausted before the tolerance: try increasing time_budget",
+    Status.DIVERGED: "diverged: the residual block C grew; step sizes too large for this data "
+    "(try eta <= 1/3, gamma <= 1, or norm='power')",
+    Status.NON_FINITE: "non-finite numbers (NaN/Inf) appeared; the returned D is the last finite "
+    "iterate. Try float64, smaller step sizes, or check the input scaling",
+}
+
+
+@dataclass
+class History:
+    """Per-iteration (or per-round) record. ``error`` is relative to the reference when one was given."""
+
+    step: List[float] = field(default_factory=list)     # ‖D_ℓ − D_{ℓ−1}‖_F / max(‖D_ℓ‖_F, tiny)
+    error: List[float] = field(default_factory=list)    # ‖D_ℓ − D̂‖_F / ‖D̂‖_F  (NaN if no reference)
+    time: List[float] = field(default_factory=list)     # seconds since the solve started
+    rho: List[float] = field(default_factory=list)      # step-size normaliser used (1 in stable form)
+
+    def append(self, step: float, error: float, time: float, rho: float = float("nan")) -> None:
+        self.step.append(float(step))
+        self.error.append(float(error))
+        self.time.append(float(time))
+        self.rho.append(float(rho))
+
+    def __len__(self) -> int:
+        return len(self.step)
+
+    def rows(self) -> List[Dict[str, float]]:
+        return [
+            {"iteration": i + 1, "step": s, "error": e, "time_s": t, "rho": r}
+            for i, (s, e, t, r) in enumerate(zip(self.step, self.error, self.time, self.rho))
+        ]
+
+
+@dataclass(frozen=True)
+class SolveResult:
+    """Outcome of :func:`eagle_dist.solve`.
+
+    Attributes:
+        D: the completed block ``(n', d')`` as a float64/float32 NumPy array.
+        status: a :class:`Status`; ``status.message`` explains it.
+        iterations: iterations (centralized/sketched) or communication rounds (distributed).
+        time_s: wall-clock seconds of the solve (excluding problem construction).
+        history: per-iteration :class:`History`.
+        method, regime, backend, workers: what ran.
+        bytes_per_worker_per_round: bytes each worker sent per round (0 for centralized).
+        bytes_total: all bytes sent by all workers.
+        error: final relative error against the reference (NaN when none was available).
+        info: anything method-specific (e.g. rcond, sketch size, alpha).
+    """
+
+    D: np.ndarray
+    status: Status
+    iterations: int
+    time_s: float
+    history: History
+    method: str
+    regime: str = "centralized"
+    backend: str = "inprocess"
+    workers: int = 1
+    bytes_per_worker_per_round: int = 0
+    bytes_total: int = 0
+    error: float = float("nan")
+    info: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def converged(self) -> bool:
+        return self.status.ok
+
+    @property
+    def rounds(self) -> int:
+        return self.iterations
+
+    def summary(self) -> Dict[str, Any]:
+        out = {
+            "method": self.method,
+            "regime": self.regime,
+            "backend": self.backend,
+            "workers": self.workers,
+            "status": self.status.value,
+            "iterations": self.iterations,
+            "time_s": self.time_s,
+            "error": self.error,
+            "bytes_per_worker_per_round": self.bytes_per_worker_per_round,
+            "bytes_total": self.bytes_total,
+        }
+        out.update({k: v for k, v in self.info.items() if isinstance(v, (int, float, str, bool))})
+        return out
+
+    def to_json(self, path: str) -> None:
+        with open(path, "w") as f:
+            json.dump({"summary": self.summary(), "history": self.history.rows()}, f, indent=2,
+                      default=float)
+
+    def history_to_csv(self, path: str) -> None:
+        rows = self.history.rows()
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["iteration", "step", "error", "time_s", "rho"])
+            w.writeheader()
+            w.writerows(rows)
+
+
+def relative_error(D: np.ndarray, ref: Optional[np.ndarray], denominator: Optional[float] = None) -> float:
+    """THE error metric: ``‖D − D̂‖_F / den`` with ``den = Problem.error_denominator``
+    (``‖D̂‖_F``, or the data scale when ``D̂`` is numerically zero); ``‖D̂‖_F`` if not given."""
+    if ref is None:
+        return float("nan")
+    den = float(np.linalg.norm(ref)) if denominator is None else float(denominator)
+    num = float(np.linalg.norm(np.asarray(D, dtype=np.float64) - ref))
+    return num / den if den > 0 else num
