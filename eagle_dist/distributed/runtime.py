@@ -1,0 +1,351 @@
+"""Backends that run :func:`eagle_dist.distributed.worker.run_rounds` (SPEC §2b, §6).
+
+* ``inprocess`` — all M shard workers in this process; the all-reduce is a sum over the local
+  workers. The fast path for sweeps and tests, with the same iterates as the others.
+* ``torch`` — M processes spawned here, each given torchrun's environment (``RANK``,
+  ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) and running
+  :func:`worker_main`, which forms a torch.distributed process group exactly as under ``torchrun``
+  (gloo on CPU, NCCL when every rank has a GPU).
+* ``ray`` — M Ray actors (one per shard, ``num_gpus=1`` each when the cluster has GPUs) learn rank
+  0's address, set the same variables and call the same :func:`worker_main` (the pattern of Ray
+  Train's torch backend). ``address=None`` starts a local Ray instance; otherwise connects.
+
+Failure handling: the process group has an explicit ``timeout``; a worker that dies makes its
+peers' all-reduce fail at once, a worker that hangs makes it fail after ``timeout`` seconds. The
+driver watches the processes / actors, and on the first failure terminates all of them and raises
+:class:`WorkerFailure` naming the rank.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+from datetime import timedelta
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..result import History, SolveResult, Status
+from ..solvers.common import SolverOptions, resolve_device, resolve_dtype
+from .shards import make_shards
+from .worker import EagleKernel, FaultInjection, RoundConfig, RoundsOutput, ShardWorker, run_rounds
+
+log = logging.getLogger(__name__)
+
+
+class WorkerFailure(RuntimeError):
+    """A distributed worker died, hung past the timeout, or raised."""
+
+
+# ------------------------------------------------------------------------------------------------
+# The per-process entry point shared by torchrun, the spawned-process backend and Ray actors.
+# ------------------------------------------------------------------------------------------------
+def worker_main(A: np.ndarray, B: np.ndarray, C: np.ndarray, reference: Optional[np.ndarray],
+                denominator: Optional[float], kernel, cfg: RoundConfig, dtype: str = "float64",
+                device: str = "auto", timeout: float = 60.0) -> Dict[str, Any]:
+    """Run one rank: read torchrun's environment, join the process group, run the rounds.
+
+    ``A``/``B`` are this rank's column shard, ``C`` the replicated block. Returns a dict (rank,
+    bytes, and on every rank the full :class:`RoundsOutput` fields).
+    """
+    import torch.distributed as dist
+    rank = int(os.environ["RANK"])
+    world = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        dev = torch.device("cuda", torch.cuda.current_device())
+    else:
+        dev = torch.device("cpu")
+        if "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    backend = "nccl" if use_cuda else "gloo"
+    if cfg.workers != world:
+        raise ValueError(f"config says workers={cfg.workers} but WORLD_SIZE={world}; launch "
+                         f"{cfg.workers} processes (torchrun --nproc_per_node={cfg.workers})")
+    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout))
+    try:
+        tdt = resolve_dtype(dtype, np.float64)
+
+        def t(x):
+            return torch.tensor(x, dtype=tdt, device=dev)
+
+        ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+
+        def comm(x: torch.Tensor, op: str) -> torch.Tensor:
+            dist.all_reduce(x, op=ops[op])
+            return x
+
+        ref = None if reference is None else torch.tensor(reference, dtype=torch.float64, device=dev)
+        D0 = torch.zeros(B.shape[0], C.shape[1], dtype=tdt, device=dev)
+        out = run_rounds([ShardWorker(t(A), t(B), kernel, rank)], t(C), D0, comm, cfg, ref,
+                         denominator, is_main=(rank == 0))
+        res = dict(out.__dict__)
+        res.update(rank=rank, backend=backend, device=str(dev))
+        return res
+    finally:
+        dist.destroy_process_group()
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torch_env(rank: int, world: int, addr: str, port: int) -> Dict[str, str]:
+    return {"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": addr, "MASTER_PORT": str(port)}
+
+
+def spawned_worker(path: str) -> None:
+    """Entry of a worker process started by the ``torch`` backend (``python -m
+    eagle_dist.distributed.runtime PAYLOAD``): a fresh interpreter, like torchrun's, so the
+    caller's ``__main__`` is never re-imported. Writes ``PAYLOAD.out`` (result or error)."""
+    import pickle
+    with open(path, "rb") as f:
+        kwargs = pickle.load(f)
+    try:
+        result = ("ok", worker_main(**kwargs))
+    except BaseException as exc:  # noqa: BLE001 - reported to the driver, then re-raised
+        result = ("error", f"{type(exc).__name__}: {exc}")
+        with open(path + ".out.tmp", "wb") as f:
+            pickle.dump(result, f)
+        os.replace(path + ".out.tmp", path + ".out")
+        raise
+    with open(path + ".out.tmp", "wb") as f:
+        pickle.dump(result, f)
+    os.replace(path + ".out.tmp", path + ".out")
+
+
+# ------------------------------------------------------------------------------------------------
+# Backends
+# ------------------------------------------------------------------------------------------------
+def _run_inprocess(shards_A, shards_B, C, ref, den, kernel, cfg, dtype, device) -> RoundsOutput:
+    dev = resolve_device(device)
+    tdt = resolve_dtype(dtype, np.float64)
+
+    def t(x):
+        return torch.tensor(x, dtype=tdt, device=dev)
+
+    workers = [ShardWorker(t(a), t(b), kernel, r) for r, (a, b) in enumerate(zip(shards_A, shards_B))]
+    ref_t = None if ref is None else torch.tensor(ref, dtype=torch.float64, device=dev)
+    D0 = torch.zeros(shards_B[0].shape[0], C.shape[1], dtype=tdt, device=dev)
+    return run_rounds(workers, t(C), D0, lambda x, op: x, cfg, ref_t, den, is_main=True)
+
+
+def _run_torch(payload: List[dict], world: int, timeout: float) -> List[Dict[str, Any]]:
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+    port = _free_port()
+    tmp = tempfile.mkdtemp(prefix="eagle_dist_")
+    procs, paths = [], []
+    try:
+        for r in range(world):
+            path = os.path.join(tmp, f"rank{r}.pkl")
+            with open(path, "wb") as f:
+                pickle.dump(payload[r], f)
+            env = dict(os.environ, **_torch_env(r, world, "127.0.0.1", port))
+            procs.append(subprocess.Popen([sys.executable, "-m", "eagle_dist.distributed.runtime", path],
+                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            paths.append(path)
+        results: Dict[int, Any] = {}
+        while len(results) < world:
+            time.sleep(0.05)
+            for r, (p, path) in enumerate(zip(procs, paths)):
+                if r in results:
+                    continue
+                if os.path.exists(path + ".out"):
+                    with open(path + ".out", "rb") as f:
+                        kind, value = pickle.load(f)
+                    if kind == "error":
+                        raise WorkerFailure(f"torch backend: worker rank {r} failed: {value}")
+                    results[r] = value
+                elif p.poll() not in (None, 0):
+                    err = p.stderr.read().decode(errors="replace").strip().splitlines()
+                    raise WorkerFailure(f"torch backend: worker rank {r} died (exit code {p.returncode})"
+                                        f"{': ' + err[-1] if err else ''}; all workers were stopped")
+        return [results[r] for r in range(world)]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=5)
+            if p.stderr:
+                p.stderr.close()
+        import shutil
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_RAY_STARTED_HERE = False
+
+
+def _ray_actor_class():
+    import ray
+
+    @ray.remote
+    class ShardActor:
+        """One column shard; sets torchrun's variables and runs :func:`worker_main`."""
+
+        def address(self):
+            import ray as _ray
+            return _ray.util.get_node_ip_address(), _free_port()
+
+        def pid(self):
+            return os.getpid()
+
+        def run(self, env: Dict[str, str], kwargs: dict):
+            os.environ.update(env)
+            return worker_main(**kwargs)
+
+    return ShardActor
+
+
+def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[str]) -> List[Dict[str, Any]]:
+    try:
+        import ray
+    except ImportError as exc:
+        raise ValueError("backend='ray' needs Ray: pip install 'eagle-dist[ray]'") from exc
+    global _RAY_STARTED_HERE
+    if not ray.is_initialized():
+        if address:
+            ray.init(address=address, log_to_driver=False)
+        else:
+            ray.init(num_cpus=max(2, min(os.cpu_count() or 2, world)), include_dashboard=False,
+                     log_to_driver=False)
+            _RAY_STARTED_HERE = True
+    res = ray.cluster_resources()
+    gpus = res.get("GPU", 0)
+    opts = {"num_cpus": min(1.0, res.get("CPU", 1) / world)}
+    if gpus >= world:
+        opts["num_gpus"] = 1
+    Actor = _ray_actor_class()
+    actors = [Actor.options(**opts).remote() for _ in range(world)]
+    try:
+        addr, port = ray.get(actors[0].address.remote(), timeout=timeout)
+        refs = [a.run.remote(_torch_env(r, world, addr, port), payload[r])
+                for r, a in enumerate(actors)]
+        results: Dict[int, Any] = {}
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            for ref in done:
+                r = refs.index(ref)
+                try:
+                    results[r] = ray.get(ref)
+                except Exception as exc:  # RayActorError (death) or RayTaskError (raised)
+                    raise WorkerFailure(f"ray backend: worker rank {r} failed: "
+                                        f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        return [results[r] for r in range(world)]
+    finally:
+        for a in actors:
+            try:
+                ray.kill(a)
+            except Exception:  # noqa: BLE001 - already dead
+                pass
+
+
+def shutdown_ray() -> None:
+    """Stop the local Ray instance this module started (no-op when connected to a cluster)."""
+    global _RAY_STARTED_HERE
+    if _RAY_STARTED_HERE:
+        import ray
+        ray.shutdown()
+        _RAY_STARTED_HERE = False
+
+
+# ------------------------------------------------------------------------------------------------
+def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", workers: int = 2,
+                      backend: str = "inprocess", shards="contiguous", eta: Optional[float] = None,
+                      gamma: Optional[float] = None, normalization: str = "local",
+                      accelerate: bool = False, timeout: float = 60.0,
+                      address: Optional[str] = None, kernel=None,
+                      fault: Optional[FaultInjection] = None) -> SolveResult:
+    """Distributed EAGLE (``method="eagle"``) or distributed GD (``"gd"``, η = 0) — SPEC §2b.
+
+    All validation happens here, before any process or actor starts.
+    """
+    if method == "gd":
+        if eta not in (None, 0, 0.0):
+            raise ValueError("method='gd' is EAGLE with eta = 0; do not pass eta")
+        eta = 0.0
+    eta = 1.0 / 3.0 if eta is None else float(eta)
+    gamma = 1.0 if gamma is None else float(gamma)
+    if not (0.0 <= eta <= 1.0 / 3.0):
+        raise ValueError(f"eta={eta!r}: the distributed rounds use the normalised form (ρ_μ = 1 with "
+                         "the 1/(1-η) rescale), valid for 0 <= eta <= 1/3")
+    if not (0.0 < gamma < 2.0):
+        raise ValueError(f"gamma={gamma!r} must lie in (0, 2); use 1")
+    if normalization not in ("local", "global"):
+        raise ValueError(f"normalization={normalization!r}; use 'local' or 'global'")
+    if not (timeout > 0):
+        raise ValueError(f"timeout={timeout!r} must be a positive number of seconds")
+    shard_idx = make_shards(problem.d, workers, shards, seed=opts.seed)
+    if kernel is None:
+        kernel = EagleKernel(eta=eta, gamma=gamma)
+    elif not callable(kernel):
+        raise TypeError("kernel must be callable as kernel(A, B, C, D) -> (A, B, C, D)")
+    dtype = "float32" if resolve_dtype(opts.dtype, problem.dtype) == torch.float32 else "float64"
+    want_ref = opts.record_error or opts.target_error is not None
+    ref = problem.reference if want_ref else None
+    den = problem.error_denominator if want_ref else None
+    cfg = RoundConfig(workers=workers, normalization=normalization, accelerate=accelerate,
+                      opts=opts, fault=fault)
+    A_sh = [np.ascontiguousarray(problem.A[:, s]) for s in shard_idx]
+    B_sh = [np.ascontiguousarray(problem.B[:, s]) for s in shard_idx]
+    t0 = time.perf_counter()
+    if backend == "inprocess":
+        if fault is not None:
+            raise ValueError("fault injection needs a multi-process backend ('torch' or 'ray')")
+        out = _run_inprocess(A_sh, B_sh, problem.C, ref, den, kernel, cfg, dtype, opts.device)
+        outs = None
+        backend_name = "inprocess"
+    else:
+        if opts.callback is not None:
+            import pickle
+            try:
+                pickle.dumps(opts.callback)
+            except Exception as exc:  # noqa: BLE001
+                raise ValueError("callback must be picklable (a module-level function) for the "
+                                 f"'{backend}' backend; got {opts.callback!r}") from exc
+        payload = [dict(A=A_sh[r], B=B_sh[r], C=problem.C, reference=ref, denominator=den,
+                        kernel=kernel, cfg=cfg, dtype=dtype,
+                        device=opts.device or "auto", timeout=timeout) for r in range(workers)]
+        outs = _run_torch(payload, workers, timeout) if backend == "torch" else \
+            _run_ray(payload, workers, timeout, address)
+        out = RoundsOutput(**{k: v for k, v in outs[0].items() if k in RoundsOutput.__dataclass_fields__})
+        backend_name = f"{backend}/{outs[0]['backend']}"
+    wall = time.perf_counter() - t0
+    hist = History(step=list(out.history["step"]), error=list(out.history["error"]),
+                   time=list(out.history["time"]), rho=[1.0] * len(out.history["step"]))
+    D = np.asarray(out.D)
+    status = Status(out.status)
+    frozen = out.frozen_at if outs is None else [o["frozen_at"][0] for o in outs]
+    info = dict(eta=eta, gamma=gamma, normalization=normalization, shards=str(shards) if isinstance(shards, str) else "explicit",
+                setup_bytes_per_worker=out.setup_bytes, rounds_time_s=out.time_s,
+                wall_time_s=wall, message_elements=out.bytes_per_round // np.dtype(dtype).itemsize)
+    if accelerate:
+        info["ab_frozen_at_min"] = int(min(frozen))
+        info["ab_frozen_at_max"] = int(max(frozen))
+    return SolveResult(
+        D=D, status=status, iterations=out.rounds, time_s=wall, history=hist,
+        method=method, regime="distributed", backend=backend_name, workers=workers,
+        bytes_per_worker_per_round=out.bytes_per_round,
+        bytes_total=workers * (out.bytes_per_round * out.rounds + out.setup_bytes),
+        error=problem.error(D) if want_ref else float("nan"), info=info)
+
+
+if __name__ == "__main__":  # a worker process of the torch backend
+    import sys
+    spawned_worker(sys.argv[1])
