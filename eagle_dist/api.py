@@ -140,3 +140,40 @@ def lstsq(A, b, *, method: str = "eagle", tol: float = 1e-12, max_iter: int = 10
     x = x[:, 0] if vector else x
     return (x, res) if return_result else x
 
+
+def problem_from_config(pc: ProblemConfig, workers: int = 1):
+    """``(problem, shards_or_None)`` from a :class:`ProblemConfig` (deterministic by seed, so every
+    torchrun rank builds the same problem)."""
+    from .data import DISTRIBUTIONS, controlled, distribution, load_suitesparse, paper_training
+    if pc.source == "controlled":
+        return controlled(pc.n, pc.d, pc.n_query, pc.d_query, kappa=pc.kappa, rank=pc.rank,
+                          noise=pc.noise, seed=pc.seed), None
+    if pc.source == "alpha":
+        from .distributed.shards import alpha_problem
+        return alpha_problem(pc.n, pc.d, workers, alpha=pc.alpha, kappa_max=pc.kappa,
+                             n_query=pc.n_query, d_query=pc.d_query, noise=pc.noise, seed=pc.seed)
+    if pc.source == "mtx":
+        if not pc.path:
+            raise ValueError("problem.source=mtx needs problem.path (a .mtx file or shipped name)")
+        return load_suitesparse(pc.path, rank=pc.rank, c_block=pc.c_block), None
+    if pc.source == "paper_training":
+        return paper_training(pc.n, pc.d, pc.n_query, pc.d_query, noise=pc.noise, seed=pc.seed), None
+    if pc.source in DISTRIBUTIONS:
+        return distribution(pc.source, pc.n, pc.d, pc.n_query, pc.d_query, rank=pc.rank,
+                            noise=pc.noise, seed=pc.seed), None
+    raise ValueError(f"problem.source={pc.source!r}; use controlled, alpha, mtx, paper_training or one of {DISTRIBUTIONS}")
+
+
+def run_config(cfg, *, progress: bool = False) -> "tuple[Problem, SolveResult]":
+    """Build the problem of a :class:`eagle_dist.config.RunConfig` and solve it as configured
+    (``solve.backend``; ``workers = 1`` with the in-process backend is a centralized solve)."""
+    sc = cfg.solve
+    problem, shards = problem_from_config(cfg.problem, workers=sc.workers)
+    kw = dict(tol=sc.tol, max_iter=sc.max_iter, target_error=sc.target_error,
+              time_budget=sc.time_budget, device=sc.device, dtype=sc.dtype, seed=sc.seed,
+              progress=progress, eta=sc.eta, gamma=sc.gamma, accelerate=sc.accelerate)
+    if sc.workers > 1 or sc.backend != "inprocess":
+        kw.update(workers=sc.workers, backend=sc.backend,
+                  shards=shards if shards is not None else sc.shards,
+                  normalization=sc.normalization, timeout=sc.timeout, address=sc.address)
+    return problem, solve(problem, sc.method, **kw)

@@ -141,3 +141,20 @@ def relative_error(D: np.ndarray, ref: Optional[np.ndarray], denominator: Option
     den = float(np.linalg.norm(ref)) if denominator is None else float(denominator)
     num = float(np.linalg.norm(np.asarray(D, dtype=np.float64) - ref))
     return num / den if den > 0 else num
+
+
+def _fmt(x) -> str:
+    if isinstance(x, float):
+        return f"{x:.3g}" if x == x else "nan"
+    return str(x)
+
+
+def results_table(results) -> str:
+    """A markdown table of solve results (what `solve` prints and writes to summary.md)."""
+    cols = ["method", "regime", "backend", "workers", "status", "iterations", "error", "time_s",
+            "bytes_per_worker_per_round"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for r in results:
+        s = r.summary()
+        lines.append("| " + " | ".join(_fmt(s.get(c, "")) for c in cols) + " |")
+    return "\n".join(lines)

@@ -30,7 +30,7 @@ import torch
 from ..result import History, SolveResult, Status
 from ..solvers.common import SolverOptions, resolve_device, resolve_dtype
 from .shards import make_shards
-from .worker import EagleKernel, FaultInjection, RoundConfig, RoundsOutput, ShardWorker, run_rounds
+from .worker import EagleKernel, FaultInjection, RoundConfig, ShardWorker, run_rounds
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,26 @@ def worker_main(A: np.ndarray, B: np.ndarray, C: np.ndarray, reference: Optional
         dist.destroy_process_group()
 
 
+_PEER_ERRORS = ("gloo", "nccl", "Connection closed", "Read error", "Timed out", "timed out",
+                "Connection reset")
+
+
+def _failure(backend: str, failures: Dict[int, str], silent: List[int]) -> WorkerFailure:
+    """One error naming the rank that failed first-hand; ranks that only lost a peer (their
+    all-reduce errored or timed out) are listed after it, and ranks that never answered (hung)
+    are named as the suspects when every reported error is only a lost peer."""
+    def secondary(msg: str) -> bool:
+        return any(k in msg for k in _PEER_ERRORS)
+    order = sorted(failures, key=lambda r: (secondary(failures[r]), r))
+    lines = [f"rank {r}: {failures[r]}" for r in order]
+    lines += [f"rank {r}: never answered (hung or blocked in a collective)" for r in silent]
+    culprit = order[0]
+    if secondary(failures[culprit]) and silent:
+        culprit = silent[0]
+    return WorkerFailure(f"{backend} backend: worker rank {culprit} failed; the run was aborted and "
+                         "all workers stopped.\n  " + "\n  ".join(lines))
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -125,17 +145,24 @@ def spawned_worker(path: str) -> None:
 # ------------------------------------------------------------------------------------------------
 # Backends
 # ------------------------------------------------------------------------------------------------
-def _run_inprocess(shards_A, shards_B, C, ref, den, kernel, cfg, dtype, device) -> RoundsOutput:
-    dev = resolve_device(device)
-    tdt = resolve_dtype(dtype, np.float64)
+def _run_inprocess(payload: List[dict]) -> Dict[str, Any]:
+    """All shard workers in this process; the all-reduce is the sum over them."""
+    p0 = payload[0]
+    dev = resolve_device(None if p0["device"] == "auto" else p0["device"])
+    tdt = resolve_dtype(p0["dtype"], np.float64)
 
     def t(x):
         return torch.tensor(x, dtype=tdt, device=dev)
 
-    workers = [ShardWorker(t(a), t(b), kernel, r) for r, (a, b) in enumerate(zip(shards_A, shards_B))]
+    workers = [ShardWorker(t(p["A"]), t(p["B"]), p["kernel"], r) for r, p in enumerate(payload)]
+    ref = p0["reference"]
     ref_t = None if ref is None else torch.tensor(ref, dtype=torch.float64, device=dev)
-    D0 = torch.zeros(shards_B[0].shape[0], C.shape[1], dtype=tdt, device=dev)
-    return run_rounds(workers, t(C), D0, lambda x, op: x, cfg, ref_t, den, is_main=True)
+    D0 = torch.zeros(p0["B"].shape[0], p0["C"].shape[1], dtype=tdt, device=dev)
+    out = run_rounds(workers, t(p0["C"]), D0, lambda x, op: x, p0["cfg"], ref_t, p0["denominator"],
+                     is_main=True)
+    res = dict(out.__dict__)
+    res.update(rank=0, backend="inprocess", device=str(dev))
+    return res
 
 
 def _run_torch(payload: List[dict], world: int, timeout: float) -> List[Dict[str, Any]]:
@@ -156,21 +183,31 @@ def _run_torch(payload: List[dict], world: int, timeout: float) -> List[Dict[str
                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
             paths.append(path)
         results: Dict[int, Any] = {}
-        while len(results) < world:
+        failures: Dict[int, str] = {}
+        deadline = None
+        while len(results) + len(failures) < world:
             time.sleep(0.05)
             for r, (p, path) in enumerate(zip(procs, paths)):
-                if r in results:
+                if r in results or r in failures:
                     continue
                 if os.path.exists(path + ".out"):
                     with open(path + ".out", "rb") as f:
                         kind, value = pickle.load(f)
                     if kind == "error":
-                        raise WorkerFailure(f"torch backend: worker rank {r} failed: {value}")
-                    results[r] = value
+                        failures[r] = value
+                    else:
+                        results[r] = value
                 elif p.poll() not in (None, 0):
                     err = p.stderr.read().decode(errors="replace").strip().splitlines()
-                    raise WorkerFailure(f"torch backend: worker rank {r} died (exit code {p.returncode})"
-                                        f"{': ' + err[-1] if err else ''}; all workers were stopped")
+                    failures[r] = f"died (exit code {p.returncode}){': ' + err[-1] if err else ''}"
+            if failures:
+                # give peers a moment to report, so the first-hand failure can be named
+                deadline = deadline or time.monotonic() + 2.0
+                if time.monotonic() > deadline:
+                    break
+        if failures:
+            raise _failure("torch", failures,
+                           [r for r in range(world) if r not in results and r not in failures])
         return [results[r] for r in range(world)]
     finally:
         for p in procs:
@@ -237,16 +274,25 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
         refs = [a.run.remote(_torch_env(r, world, addr, port), payload[r])
                 for r, a in enumerate(actors)]
         results: Dict[int, Any] = {}
+        failures: Dict[int, str] = {}
         pending = list(refs)
+        deadline = None
         while pending:
-            done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+            done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
             for ref in done:
                 r = refs.index(ref)
                 try:
                     results[r] = ray.get(ref)
                 except Exception as exc:  # RayActorError (death) or RayTaskError (raised)
-                    raise WorkerFailure(f"ray backend: worker rank {r} failed: "
-                                        f"{type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+                    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+                    failures[r] = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+            if failures:
+                deadline = deadline or time.monotonic() + 2.0
+                if time.monotonic() > deadline:
+                    break
+        if failures:
+            raise _failure("ray", failures,
+                           [r for r in range(world) if r not in results and r not in failures])
         return [results[r] for r in range(world)]
     finally:
         for a in actors:
@@ -266,16 +312,14 @@ def shutdown_ray() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", workers: int = 2,
-                      backend: str = "inprocess", shards="contiguous", eta: Optional[float] = None,
-                      gamma: Optional[float] = None, normalization: str = "local",
-                      accelerate: bool = False, timeout: float = 60.0,
-                      address: Optional[str] = None, kernel=None,
-                      fault: Optional[FaultInjection] = None) -> SolveResult:
-    """Distributed EAGLE (``method="eagle"``) or distributed GD (``"gd"``, η = 0) — SPEC §2b.
-
-    All validation happens here, before any process or actor starts.
-    """
+def prepare(problem, opts: SolverOptions, *, method: str = "eagle", workers: int = 2,
+            shards="contiguous", eta: Optional[float] = None, gamma: Optional[float] = None,
+            normalization: str = "local", accelerate: bool = False, timeout: float = 60.0,
+            kernel=None, fault: Optional[FaultInjection] = None) -> List[dict]:
+    """Validate everything and build each rank's :func:`worker_main` arguments (no process
+    is started here: bad shards, step sizes or timeouts fail before any worker exists)."""
+    if method not in ("eagle", "gd"):
+        raise ValueError(f"method={method!r} has no distributed form; use 'eagle' or 'gd'")
     if method == "gd":
         if eta not in (None, 0, 0.0):
             raise ValueError("method='gd' is EAGLE with eta = 0; do not pass eta")
@@ -298,20 +342,65 @@ def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", wo
         raise TypeError("kernel must be callable as kernel(A, B, C, D) -> (A, B, C, D)")
     dtype = "float32" if resolve_dtype(opts.dtype, problem.dtype) == torch.float32 else "float64"
     want_ref = opts.record_error or opts.target_error is not None
-    ref = problem.reference if want_ref else None
-    den = problem.error_denominator if want_ref else None
     cfg = RoundConfig(workers=workers, normalization=normalization, accelerate=accelerate,
                       opts=opts, fault=fault)
-    A_sh = [np.ascontiguousarray(problem.A[:, s]) for s in shard_idx]
-    B_sh = [np.ascontiguousarray(problem.B[:, s]) for s in shard_idx]
+    return [dict(A=np.ascontiguousarray(problem.A[:, s]), B=np.ascontiguousarray(problem.B[:, s]),
+                 C=problem.C, reference=problem.reference if want_ref else None,
+                 denominator=problem.error_denominator if want_ref else None, kernel=kernel,
+                 cfg=cfg, dtype=dtype, device=opts.device or "auto", timeout=timeout)
+            for s in shard_idx]
+
+
+def assemble(problem, outs: List[Dict[str, Any]], *, method: str, backend: str, wall: float,
+             shards) -> SolveResult:
+    """One :class:`SolveResult` from the ranks' outputs (rank 0's history; every rank's freeze)."""
+    out = outs[0]
+    cfg: RoundConfig = out["cfg"]
+    kernel = out["kernel"]
+    hist = History(step=list(out["history"]["step"]), error=list(out["history"]["error"]),
+                   time=list(out["history"]["time"]), rho=[1.0] * len(out["history"]["step"]))
+    D = np.asarray(out["D"])
+    itemsize = np.dtype(out["dtype"]).itemsize
+    info = dict(normalization=cfg.normalization, shards=shards if isinstance(shards, str) else "explicit",
+                setup_bytes_per_worker=out["setup_bytes"], rounds_time_s=out["time_s"],
+                wall_time_s=wall, message_elements=out["bytes_per_round"] // itemsize,
+                device=out.get("device", ""))
+    if isinstance(kernel, EagleKernel):
+        info.update(eta=kernel.eta, gamma=kernel.gamma)
+    else:
+        info["kernel"] = type(kernel).__name__
+    if cfg.accelerate:
+        frozen = [f for o in outs for f in o["frozen_at"]]
+        info["ab_frozen_at_min"], info["ab_frozen_at_max"] = int(min(frozen)), int(max(frozen))
+    has_ref = outs[0]["reference"] is not None
+    return SolveResult(
+        D=D, status=Status(out["status"]), iterations=out["rounds"], time_s=wall, history=hist,
+        method=method, regime="distributed", backend=backend, workers=cfg.workers,
+        bytes_per_worker_per_round=out["bytes_per_round"],
+        bytes_total=cfg.workers * (out["bytes_per_round"] * out["rounds"] + out["setup_bytes"]),
+        error=problem.error(D) if has_ref else float("nan"), info=info)
+
+
+def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", workers: int = 2,
+                      backend: str = "inprocess", shards="contiguous", eta: Optional[float] = None,
+                      gamma: Optional[float] = None, normalization: str = "local",
+                      accelerate: bool = False, timeout: float = 60.0,
+                      address: Optional[str] = None, kernel=None,
+                      fault: Optional[FaultInjection] = None) -> SolveResult:
+    """Distributed EAGLE (``method="eagle"``) or distributed GD (``"gd"``, η = 0) — SPEC §2b.
+
+    All validation happens in :func:`prepare`, before any process or actor starts.
+    """
+    payload = prepare(problem, opts, method=method, workers=workers, shards=shards, eta=eta,
+                      gamma=gamma, normalization=normalization, accelerate=accelerate,
+                      timeout=timeout, kernel=kernel, fault=fault)
     t0 = time.perf_counter()
     if backend == "inprocess":
         if fault is not None:
             raise ValueError("fault injection needs a multi-process backend ('torch' or 'ray')")
-        out = _run_inprocess(A_sh, B_sh, problem.C, ref, den, kernel, cfg, dtype, opts.device)
-        outs = None
-        backend_name = "inprocess"
-    else:
+        outs = [_run_inprocess(payload)]
+        name = "inprocess"
+    elif backend in ("torch", "ray"):
         if opts.callback is not None:
             import pickle
             try:
@@ -319,31 +408,15 @@ def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", wo
             except Exception as exc:  # noqa: BLE001
                 raise ValueError("callback must be picklable (a module-level function) for the "
                                  f"'{backend}' backend; got {opts.callback!r}") from exc
-        payload = [dict(A=A_sh[r], B=B_sh[r], C=problem.C, reference=ref, denominator=den,
-                        kernel=kernel, cfg=cfg, dtype=dtype,
-                        device=opts.device or "auto", timeout=timeout) for r in range(workers)]
         outs = _run_torch(payload, workers, timeout) if backend == "torch" else \
             _run_ray(payload, workers, timeout, address)
-        out = RoundsOutput(**{k: v for k, v in outs[0].items() if k in RoundsOutput.__dataclass_fields__})
-        backend_name = f"{backend}/{outs[0]['backend']}"
-    wall = time.perf_counter() - t0
-    hist = History(step=list(out.history["step"]), error=list(out.history["error"]),
-                   time=list(out.history["time"]), rho=[1.0] * len(out.history["step"]))
-    D = np.asarray(out.D)
-    status = Status(out.status)
-    frozen = out.frozen_at if outs is None else [o["frozen_at"][0] for o in outs]
-    info = dict(eta=eta, gamma=gamma, normalization=normalization, shards=str(shards) if isinstance(shards, str) else "explicit",
-                setup_bytes_per_worker=out.setup_bytes, rounds_time_s=out.time_s,
-                wall_time_s=wall, message_elements=out.bytes_per_round // np.dtype(dtype).itemsize)
-    if accelerate:
-        info["ab_frozen_at_min"] = int(min(frozen))
-        info["ab_frozen_at_max"] = int(max(frozen))
-    return SolveResult(
-        D=D, status=status, iterations=out.rounds, time_s=wall, history=hist,
-        method=method, regime="distributed", backend=backend_name, workers=workers,
-        bytes_per_worker_per_round=out.bytes_per_round,
-        bytes_total=workers * (out.bytes_per_round * out.rounds + out.setup_bytes),
-        error=problem.error(D) if want_ref else float("nan"), info=info)
+        name = f"{backend}/{outs[0]['backend']}"
+    else:
+        raise ValueError(f"backend={backend!r}; use 'inprocess', 'torch' or 'ray'")
+    for o, p in zip(outs, payload):
+        o.update(cfg=p["cfg"], kernel=p["kernel"], dtype=p["dtype"], reference=p["reference"])
+    return assemble(problem, outs, method=method, backend=name, wall=time.perf_counter() - t0,
+                    shards=shards)
 
 
 if __name__ == "__main__":  # a worker process of the torch backend
