@@ -25,7 +25,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..kernels import eagle_update, spectral_norm_sq
+from ..kernels import eagle_update, lift_cap, spectral_norm_sq
 from ..result import Status
 from ..solvers.common import Monitor, SolverOptions
 
@@ -85,6 +85,8 @@ class ShardWorker:
         self.update_ab = True
         self.frozen_at: Optional[int] = None
         self._has_update_flag = isinstance(kernel, EagleKernel)
+        # numerical-rank guard (kernels.lift_cap): freeze A^μ, B^μ before noise is lifted
+        self.cap = lift_cap(A.dtype, kernel.eta) if self._has_update_flag else None
 
     def norm_sq(self) -> float:
         return spectral_norm_sq(self.A, iters=200, rtol=1e-8)[0]
@@ -102,6 +104,8 @@ class ShardWorker:
             change = float(torch.linalg.vector_norm(A_new - self.A) / torch.linalg.vector_norm(A_new))
             if change * change < cfg.accel_tol:
                 self.update_ab, self.frozen_at = False, rnd
+        if self.cap is not None and self.update_ab and rnd >= self.cap:
+            self.update_ab = False
         self.A, self.B = A_new, B_new
         return Cp, Dp
 

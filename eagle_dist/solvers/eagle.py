@@ -13,6 +13,9 @@ Normalisation (``norm``):
 * ``"power"``: ``ρ_ℓ = 1/‖A_ℓ S_ℓ‖₂²`` by warm-started power iteration every iteration (any
   ``0 < η < 1``; always used for sketched runs, where ``‖A S‖₂`` changes with ``S``).
 
+Numerical-rank guard: after :func:`eagle_dist.kernels.lift_cap` A/B updates (51 in float64 for
+η = 1/3) A and B are frozen, so rounding noise in numerically-null directions is never lifted.
+
 Stopping: see :mod:`eagle_dist.solvers.common`. The D-step rule is the paper's; it is a heuristic:
 directions of A with tiny singular values contribute tiny steps until Newton–Schulz has lifted
 them, so a loose ``tol`` can stop before they are resolved. ``target_error`` gives an exact rule
@@ -27,11 +30,12 @@ Example:
 """
 from __future__ import annotations
 
+import math
 from typing import Optional
 
 import torch
 
-from ..kernels import eagle_update, orthonormal_sketch, sampling_sketch, spectral_norm_sq
+from ..kernels import eagle_update, lift_cap, orthonormal_sketch, sampling_sketch, spectral_norm_sq
 from ..result import SolveResult
 from .common import Monitor, SolverOptions, reference_tensor, resolve_device, resolve_dtype, to_tensors
 
@@ -71,13 +75,21 @@ def eagle(problem, opts: SolverOptions, *, eta: float = 1.0 / 3.0, gamma: float 
 
     # Normalise once: B A⁺ is unchanged by scaling A and B together (SPEC §2, stable form).
     s2, v = spectral_norm_sq(A, iters=200, rtol=1e-8)
-    inv = 1.0 / (s2 ** 0.5)
+    inv = 1.0 / (s2 ** 0.5) if s2 > 0.0 else math.inf
+    if not math.isfinite(inv) or inv == 0.0:
+        # without this guard an overflowing norm gave inv = 0, zeroed A and B and reported
+        # "converged" with D = 0; an underflowing one raised ZeroDivisionError
+        raise ValueError(f"A: ‖A‖₂² = {s2:g} is not a positive finite number in Python floats; "
+                         "rescale A and B by the same factor (B A⁺ is unchanged)")
     A, B = A * inv, B * inv
     scale = 1.0 / (1.0 - eta) if norm == "stable" else 1.0
 
-    mon = Monitor(opts, ref, desc=method_name, denominator=problem.error_denominator, C0_norm=float(torch.linalg.vector_norm(C)))
+    mon = Monitor(opts, ref, desc=method_name, denominator=problem.error_denominator, C0_norm=float(torch.linalg.vector_norm(C, dtype=torch.float64)))
     update_ab = eta > 0.0
     frozen_at = None
+    # numerical-rank guard (see kernels.lift_cap): stop lifting singular values below sqrt(eps)
+    cap = lift_cap(dtype, eta, 1.0 if sketch_size is None else sketch_size / d)
+    ab_steps = 0
     rho = 1.0
     status = None
     while status is None:
@@ -98,13 +110,17 @@ def eagle(problem, opts: SolverOptions, *, eta: float = 1.0 / 3.0, gamma: float 
         A_old, D_old = A, D
         A, B, C, D = eagle_update(A, B, C, D, eta=eta, gamma=gamma, rho=rho, sketch=sketch,
                                   scale=scale, update_ab=update_ab)
+        if update_ab:
+            ab_steps += 1
+            if ab_steps >= cap:
+                update_ab, scale = False, 1.0
         if accelerate and update_ab and sketch is None:
             # ‖A_new − A‖_F² = Σ (f(σ) − σ)²: small once the spectrum has settled (SPEC §2b)
             change = float(torch.linalg.vector_norm(A - A_old) / torch.linalg.vector_norm(A))
             if change * change < accel_tol:
                 update_ab, scale = False, 1.0
                 frozen_at = mon.iteration + 1
-        status = mon.record(D, D_old, rho=rho, C_norm=float(torch.linalg.vector_norm(C)))
+        status = mon.record(D, D_old, rho=rho, C_norm=float(torch.linalg.vector_norm(C, dtype=torch.float64)))
 
     if status.value == "non_finite" and not bool(torch.isfinite(D).all()):
         D = D_old if bool(torch.isfinite(D_old).all()) else torch.zeros_like(D)
