@@ -68,37 +68,20 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_problem(args):
-    from .data import controlled, distribution, load_suitesparse, paper_training
+    from .api import problem_from_config
+    from .config import ProblemConfig
     if args.mtx:
-        return load_suitesparse(args.mtx, rank=args.rank, c_block=args.c_block)
-    if args.distribution == "controlled":
-        return controlled(args.n, args.d, args.nq, args.dq, kappa=args.kappa, rank=args.rank,
-                          noise=args.noise, seed=args.seed)
-    if args.distribution == "paper_training":
-        return paper_training(args.n, args.d, args.nq, args.dq, noise=args.noise, seed=args.seed)
-    return distribution(args.distribution, args.n, args.d, args.nq, args.dq, rank=args.rank,
-                        noise=args.noise, seed=args.seed)
-
-
-def _fmt(x) -> str:
-    if isinstance(x, float):
-        return f"{x:.3g}" if x == x else "nan"
-    return str(x)
-
-
-def results_table(results) -> str:
-    """A markdown table of solve results (what `solve` prints and writes to summary.md)."""
-    cols = ["method", "regime", "backend", "workers", "status", "iterations", "error", "time_s",
-            "bytes_per_worker_per_round"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    for r in results:
-        s = r.summary()
-        lines.append("| " + " | ".join(_fmt(s.get(c, "")) for c in cols) + " |")
-    return "\n".join(lines)
+        pc = ProblemConfig(source="mtx", path=args.mtx, rank=args.rank, c_block=args.c_block)
+    else:
+        pc = ProblemConfig(source=args.distribution, n=args.n, d=args.d, n_query=args.nq,
+                           d_query=args.dq, kappa=args.kappa, rank=args.rank, noise=args.noise,
+                           seed=args.seed)
+    return problem_from_config(pc)[0]
 
 
 def cmd_solve(args) -> int:
     from .api import solve
+    from .result import results_table
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     problem = build_problem(args)
     log.info("problem: %s", problem)
@@ -110,9 +93,10 @@ def cmd_solve(args) -> int:
                   time_budget=args.time_budget, device=args.device, dtype=args.dtype,
                   seed=args.seed, progress=sys.stderr.isatty(), record_error=not args.no_reference,
                   accelerate=args.accelerate, eta=args.eta, gamma=args.gamma)
-        if m in ("eagle", "sgd") and args.sketch_size:
+        # `is not None`, not truthiness: --sketch-size 0 must reach validation, not run unsketched
+        if m in ("eagle", "sgd") and args.sketch_size is not None:
             kw.update(sketch_size=args.sketch_size, sketch_kind=args.sketch_kind)
-        if m == "sgd" and not args.sketch_size:
+        if m == "sgd" and args.sketch_size is None:
             raise ValueError("--methods sgd needs --sketch-size r")
         if m not in ("eagle", "gd", "sgd"):
             kw.pop("eta"), kw.pop("gamma"), kw.pop("accelerate")
@@ -138,6 +122,28 @@ def cmd_solve(args) -> int:
             r.history_to_csv(os.path.join(args.out, f"{tag}_history.csv"))
         print(f"\nwrote {args.out}/summary.md and per-method JSON/CSV")
     return 0 if all(r.converged for r in results) else 3
+
+
+def cmd_run(args) -> int:
+    """Run a YAML config (problem + solve + output); writes the resolved config with the results."""
+    from .api import run_config
+    from .config import load_config, save_config
+    from .result import results_table
+    cfg = load_config(args.config)
+    if args.out:
+        cfg.output.dir = args.out
+    problem, res = run_config(cfg, progress=sys.stderr.isatty())
+    table = results_table([res])
+    print(f"\n{problem!r}\n\n{table}")
+    if cfg.output.dir:
+        os.makedirs(cfg.output.dir, exist_ok=True)
+        save_config(cfg, os.path.join(cfg.output.dir, "config.yaml"))
+        res.to_json(os.path.join(cfg.output.dir, "result.json"))
+        res.history_to_csv(os.path.join(cfg.output.dir, "history.csv"))
+        with open(os.path.join(cfg.output.dir, "summary.md"), "w") as f:
+            f.write(f"# eagle-dist run\n\n`{' '.join(sys.argv)}`\n\n{problem!r}\n\n{table}\n")
+        print(f"\nwrote {cfg.output.dir}/ (config.yaml, result.json, history.csv, summary.md)")
+    return 0 if res.converged else 3
 
 
 def cmd_info(args) -> int:
@@ -168,17 +174,51 @@ def cmd_info(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """The README's main job: solve a shipped SuiteSparse matrix with EAGLE and the baselines."""
-    ns = argparse.Namespace(**vars(args))
-    for k, v in dict(mtx="HB/dwt_1007", c_block="rest", rank=None, methods="eagle,cg,lsmr,lstsq,pinv",
-                     tol=1e-10, target_error=None, max_iter=20000, time_budget=None, eta=None,
-                     gamma=None, accelerate=False, sketch_size=None, sketch_kind="orthonormal",
-                     dtype=None, device="auto", no_reference=False, workers=1,
-                     backend="inprocess", shards="contiguous", normalization="local",
-                     timeout=60.0, address=None, seed=0).items():
-        if not hasattr(ns, k):
-            setattr(ns, k, v)
-    return cmd_solve(ns)
+    """The README's main job, on the embedded default (a local, in-machine cluster):
+
+    1. centralized: the shipped SuiteSparse matrix HB/dwt_1007 (SPEC §5 protocol), EAGLE vs
+       CG / LSMR / LAPACK / pinv;
+    2. distributed: an α = 1 sharded problem (4 workers x 200 columns, n = 200, κ_max = 1e3,
+       d' = 1) solved by 4 Ray actors on a local Ray instance (torch.distributed/gloo between
+       them), against distributed GD with identical messages (in-process, capped at 5,000 rounds).
+    """
+    from .api import solve
+    from .data import load_suitesparse
+    from .distributed import alpha_problem, shutdown_ray
+    from .result import results_table
+    out = args.out
+    os.makedirs(out, exist_ok=True)
+    lines = ["# eagle-dist demo", "", f"`{' '.join(sys.argv)}`", ""]
+    prob = load_suitesparse("HB/dwt_1007")
+    log.info("centralized: %r, κ(A) = %.3g", prob, prob.condition_number)
+    cen = [solve(prob, m, tol=1e-10, max_iter=20000) for m in ("eagle", "cg", "lsmr", "lstsq", "pinv")]
+    t1 = results_table(cen)
+    print(f"\n1. Centralized — {prob!r}, κ(A) = {prob.condition_number:.3g}\n\n{t1}")
+    lines += ["## 1. Centralized", "", f"{prob!r}, κ(A) = {prob.condition_number:.3g}", "", t1, ""]
+    dprob, shards = alpha_problem(200, 200, args.workers, alpha=1.0, kappa_max=1e3, d_query=1, seed=0)
+    log.info("distributed: %r, α = %.3f, κ_max = %.3g, %d Ray actors", dprob, dprob.meta["alpha"],
+             dprob.meta["kappa_max"], args.workers)
+    try:
+        dist = [solve(dprob, "eagle", workers=args.workers, shards=shards, backend="ray",
+                      target_error=1e-8, max_iter=2000, timeout=60),
+                solve(dprob, "gd", workers=args.workers, shards=shards, backend="inprocess",
+                      target_error=1e-8, max_iter=5000, progress=sys.stderr.isatty())]
+    finally:
+        shutdown_ray()
+    t2 = results_table(dist)
+    ratio = (f"GD did not reach 1e-8 in {dist[1].rounds} rounds (> {dist[1].rounds / dist[0].rounds:.0f}x EAGLE)"
+             if not dist[1].converged else f"GD/EAGLE rounds = {dist[1].rounds / dist[0].rounds:.0f}x")
+    print(f"\n2. Distributed — {dprob!r}, α = {dprob.meta['alpha']:.3f}, M = {args.workers}\n\n{t2}\n\n{ratio}")
+    lines += ["## 2. Distributed", "", f"{dprob!r}, α = {dprob.meta['alpha']:.3f}, M = {args.workers}", "",
+              t2, "", ratio, ""]
+    with open(os.path.join(out, "summary.md"), "w") as f:
+        f.write("\n".join(lines))
+    for r in cen + dist:
+        tag = f"{r.regime}_{r.method}"
+        r.to_json(os.path.join(out, f"{tag}.json"))
+        r.history_to_csv(os.path.join(out, f"{tag}_history.csv"))
+    print(f"\nwrote {out}/summary.md and per-run JSON / history CSV")
+    return 0 if all(r.converged for r in cen) and dist[0].converged else 3
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -192,10 +232,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     _add_solver_args(ps)
     ps.add_argument("--out", default=None, help="directory for summary.md, JSON and history CSV")
     ps.set_defaults(fn=cmd_solve)
+    pr = sub.add_parser("run", help="run a YAML config (configs/*.yaml)")
+    pr.add_argument("--config", required=True)
+    pr.add_argument("--out", default=None, help="override output.dir")
+    pr.set_defaults(fn=cmd_run)
     pi = sub.add_parser("info", help="devices, backends, versions")
     pi.set_defaults(fn=cmd_info)
     pd = sub.add_parser("demo", help="the main job: a shipped SuiteSparse matrix, EAGLE vs baselines")
     pd.add_argument("--out", default="runs/demo")
+    pd.add_argument("--workers", type=int, default=4, help="Ray actors for the distributed part")
     pd.set_defaults(fn=cmd_demo)
     from .bench.cli import add_bench_parser
     add_bench_parser(sub)
