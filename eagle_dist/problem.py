@@ -132,8 +132,11 @@ class Problem:
         """Denominator of the relative error: ``‖D̂‖_F``, unless ``D̂`` is numerically zero
         (below 1e-10 of the data scale ``‖B‖_F ‖C‖_F / ‖A‖₂``, e.g. rounding noise of an exact
         zero), in which case that data scale — so noise is not reported as a 100 % error."""
-        scale = (np.linalg.norm(self.B) * np.linalg.norm(self.C)
-                 / max(np.linalg.norm(self.A, 2), np.finfo(np.float64).tiny))
+        # in float64: float32 norms of large blocks overflowed to inf, so the denominator became
+        # inf and every error read 0.0 (a "perfect" score for a run that produced nothing)
+        B, C, A = (x.astype(np.float64) for x in (self.B, self.C, self.A))
+        scale = (np.linalg.norm(B) * np.linalg.norm(C)
+                 / max(np.linalg.norm(A, 2), np.finfo(np.float64).tiny))
         ref = float(np.linalg.norm(self.reference))
         return ref if ref > 1e-10 * scale else float(scale)
 

@@ -81,7 +81,12 @@ def load_mtx(source: Union[str, os.PathLike]) -> sp.csr_matrix:
                 raise ValueError(f"{path}: complex Matrix Market files are not supported (real or "
                                  "pattern only)")
             f.seek(0)
-            M = scipy.io.mmread(f)
+            try:
+                M = scipy.io.mmread(f)
+            except ValueError as exc:
+                # SciPy's own ValueErrors ("Line 4: Invalid integer value.") name neither the
+                # file nor the problem; the `except ValueError: raise` below used to pass them on
+                raise ValueError(f"{path}: malformed Matrix Market content ({exc})") from exc
     except ValueError:
         raise
     except (OSError, EOFError) as exc:
@@ -91,6 +96,10 @@ def load_mtx(source: Union[str, os.PathLike]) -> sp.csr_matrix:
     M = sp.csr_matrix(M, dtype=np.float64) if sp.issparse(M) else sp.csr_matrix(np.asarray(M, dtype=np.float64))
     if M.shape[0] == 0 or M.shape[1] == 0:
         raise ValueError(f"{path}: empty matrix of shape {M.shape}")
+    if not np.all(np.isfinite(M.data)):
+        # otherwise a NaN surfaced later as "A has a NaN entry" and an Inf as "rank=0 ..."
+        bad = int(np.size(M.data) - np.count_nonzero(np.isfinite(M.data)))
+        raise ValueError(f"{path}: {bad} NaN/Inf entries; clean the file first")
     return M
 
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from ..result import History, SolveResult, Status
-from .common import Monitor, SolverOptions, reference_tensor, resolve_device, resolve_dtype, to_tensors
+from .common import (Monitor, SolverOptions, pow2_scale, reference_tensor, resolve_device, resolve_dtype,
+                     to_tensors)
 
 LSTSQ_DRIVERS = ("gelsd", "gelsy")
 
@@ -75,6 +76,12 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, problem.dtype)
     A, B, C = to_tensors(problem, device, dtype)
+    # CG squares the data scale (A Aᵀ, ‖R‖²): solve for W' = (B/s_B)(A/s_A)⁺ with exact
+    # power-of-two factors and report D = (s_B/s_A) W' C, so float32 data far from unit scale
+    # neither overflows (NaN) nor underflows (a false "converged" with D = 0)
+    s_a, s_b = pow2_scale(A), pow2_scale(B)
+    A, B = A / s_a, B / s_b
+    unscale = s_b / s_a
     ref = reference_tensor(problem, device, opts.record_error or opts.target_error is not None)
     W = torch.zeros(problem.n_query, problem.n, dtype=dtype, device=device)   # rows are independent
     R = B @ A.T                                     # residual of the normal equations at W = 0
@@ -93,8 +100,11 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
         beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)), torch.zeros_like(rr))
         P = R + beta[:, None] * P
         rr = rr_new
-        D_old, D = D, W @ C
+        D_old, D = D, (W @ C) * unscale
         status = mon.record(D, D_old)
+    if status is Status.NON_FINITE and not bool(torch.isfinite(D).all()):
+        # the status promises the last finite iterate, never NaNs
+        D = D_old if bool(torch.isfinite(D_old).all()) else torch.zeros_like(D)
     D_np = D.cpu().numpy()
     return SolveResult(D=D_np, status=status, iterations=mon.iteration, time_s=mon.elapsed(),
                        history=mon.history, method="cg",
@@ -118,8 +128,10 @@ def _krylov(problem, opts: SolverOptions, which: str) -> SolveResult:
         xp = np
     dt = np.float32 if resolve_dtype(opts.dtype, problem.dtype) == torch.float32 else np.float64
     _ = problem.reference
-    At = xp.asarray(problem.A.T.astype(dt))          # (d, n): solve Aᵀ wᵀ = bᵀ
-    Bq = xp.asarray(problem.B.astype(dt))
+    # exact power-of-two rescaling, undone below (same reason as in cg)
+    s_a, s_b = pow2_scale(problem.A), pow2_scale(problem.B)
+    At = xp.asarray(problem.A.T.astype(dt) / dt(s_a))     # (d, n): solve Aᵀ wᵀ = bᵀ
+    Bq = xp.asarray(problem.B.astype(dt) / dt(s_b))
     t0 = time.perf_counter()
     solver = spla.lsmr if which == "lsmr" else spla.lsqr
     rows, iters, istops = [], [], []
@@ -133,7 +145,7 @@ def _krylov(problem, opts: SolverOptions, which: str) -> SolveResult:
         rows.append(out[0])
         istops.append(int(out[1]))
         iters.append(int(out[2]))
-    W = xp.stack(rows)                                # (n', n)
+    W = xp.stack(rows).astype(dt) * dt(s_b / s_a)     # (n', n); SciPy returns float64 for float32 input
     D = W @ xp.asarray(problem.C.astype(dt))
     D_np = D.get() if use_cupy else np.asarray(D)
     elapsed = time.perf_counter() - t0

@@ -83,6 +83,11 @@ class SolverOptions:
         return self
 
 
+def _norm64(x: torch.Tensor) -> float:
+    """Frobenius norm accumulated in float64 (no overflow/underflow for finite float32 data)."""
+    return float(torch.linalg.vector_norm(x, dtype=torch.float64))
+
+
 class Monitor:
     """Records the history of an iterative solve and decides when it stops (rules above)."""
 
@@ -118,10 +123,12 @@ class Monitor:
                C_norm: Optional[float] = None) -> Optional[Status]:
         """Record iteration ``ℓ`` and return a :class:`Status` if the solve must stop."""
         self.iteration += 1
-        dn = float(torch.linalg.vector_norm(D_new))
-        step = float(torch.linalg.vector_norm(D_new - D_old)) / max(dn, _TINY)
+        # norms summed in float64: in float32 a block of entries ~1e-20 (or ~1e20) squares to
+        # 0 (or inf), which made a far-from-converged run stop as "converged" after 2 steps
+        dn = _norm64(D_new)
+        step = _norm64(D_new - D_old) / max(dn, _TINY)
         if dn == 0.0:
-            step = 0.0 if float(torch.linalg.vector_norm(D_old)) == 0.0 else math.inf
+            step = 0.0 if _norm64(D_old) == 0.0 else math.inf
         want_err = self.opts.record_error or self.opts.target_error is not None
         err = self.error_of(D_new) if want_err else float("nan")
         self.history.append(step, err, self.elapsed(), rho)
@@ -164,6 +171,18 @@ class Monitor:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+def pow2_scale(x) -> float:
+    """The largest power of two ``≤ max|x|`` (1 for an all-zero ``x``; never above the dtype's
+    maximum, which rounding up could exceed for float32 near 3.4e38). Dividing A and B by such
+    factors is exact and leaves ``W = B A⁺`` recoverable as ``(s_B / s_A) W'``; methods that square
+    the data scale (normal equations) use it so float32 data far from unit scale does not
+    under/overflow."""
+    m = float(abs(x).max())                   # blocks are never empty (Problem validates)
+    if m == 0.0 or not math.isfinite(m):
+        return 1.0
+    return 2.0 ** math.floor(math.log2(m))
 
 
 def to_tensors(problem, device: torch.device, dtype: torch.dtype):

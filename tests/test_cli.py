@@ -1,0 +1,153 @@
+"""``eagle-dist`` end to end: subprocesses for the real entry point, ``main([...])`` in-process for
+the cheap argument checks."""
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from eagle_dist import solve
+from eagle_dist.cli import main
+from eagle_dist.data import controlled
+
+
+def run_cli(*args, cwd=None, timeout=300):
+    return subprocess.run([sys.executable, "-m", "eagle_dist.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, cwd=cwd)
+
+
+def _load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def check_run_files(out, method, *, converged=True):
+    """The JSON and CSV a method writes agree with each other and with themselves."""
+    js = _load_json(out / f"{method}.json")
+    s, hist = js["summary"], js["history"]
+    assert s["method"] == method
+    assert s["iterations"] == len(hist) >= 1
+    assert [h["iteration"] for h in hist] == list(range(1, len(hist) + 1))
+    assert s["error"] == pytest.approx(hist[-1]["error"], rel=1e-6)
+    assert all(h1["time_s"] <= h2["time_s"] for h1, h2 in zip(hist, hist[1:]))
+    assert s["time_s"] >= hist[-1]["time_s"]
+    if converged:
+        assert s["status"] == "converged"
+    with open(out / f"{method}_history.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(hist)
+    assert float(rows[-1]["error"]) == pytest.approx(hist[-1]["error"], rel=1e-12)
+    return s, hist
+
+
+def test_solve_synthetic_end_to_end(tmp_path):
+    out = tmp_path / "run"
+    r = run_cli("solve", "--n", "24", "--d", "20", "--kappa", "100", "--seed", "3",
+                "--methods", "eagle,cg", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    summary = (out / "summary.md").read_text()
+    for m in ("eagle", "cg"):
+        assert f"| {m} | centralized |" in summary
+        assert f"| {m} | centralized |" in r.stdout
+        s, hist = check_run_files(out, m)
+        assert s["error"] < 1e-8
+        assert s["regime"] == "centralized" and s["workers"] == 1
+    # the reported error is the error of the same solve done in-process (deterministic)
+    p = controlled(24, 20, 2, 2, kappa=100, seed=3)
+    e = _load_json(out / "eagle.json")["summary"]
+    mine = solve(p, "eagle", tol=1e-10, max_iter=1000, seed=3)
+    assert e["iterations"] == mine.iterations
+    assert e["error"] == pytest.approx(mine.error, rel=0.5, abs=1e-14)
+
+
+def test_solve_shipped_mtx(tmp_path):
+    out = tmp_path / "dwt"
+    r = run_cli("solve", "--mtx", "HB/dwt_1007", "--methods", "eagle", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    assert "HB/dwt_1007" in r.stdout and "A=1000x1000" in r.stdout
+    s, _ = check_run_files(out, "eagle")
+    assert s["error"] < 1e-8
+
+
+def test_solve_sketched(tmp_path):
+    out = tmp_path / "sk"
+    r = run_cli("solve", "--n", "32", "--d", "32", "--kappa", "10", "--sketch-size", "8",
+                "--sketch-kind", "sample", "--methods", "eagle,sgd", "--target-error", "1e-2",
+                "--max-iter", "20000", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    for m in ("eagle", "sgd"):
+        s, hist = check_run_files(out, m)
+        assert s["regime"] == "sketched" and s["sketch_size"] == 8 and s["sketch_kind"] == "sample"
+        assert s["error"] <= 1e-2 < hist[-2]["error"]       # stopped on the target, not earlier
+
+
+def test_info_prints_json():
+    r = run_cli("info")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    import torch
+    assert info["torch"] == torch.__version__
+    assert isinstance(info["cuda_available"], bool) and isinstance(info["torch_threads"], int)
+    for key in ("numpy", "scipy", "ray", "cupy", "eagle_dist"):
+        assert key in info
+
+
+def test_bad_sketch_size_exits_2_naming_the_argument():
+    # Regression: --sketch-size 0 was treated as "no sketch" (falsy) and ran unsketched, exit 0
+    r = run_cli("solve", "--n", "16", "--d", "16", "--sketch-size", "0", "--methods", "eagle")
+    assert r.returncode == 2
+    assert "sketch_size=0" in r.stderr and "1..d = 1..16" in r.stderr
+
+
+@pytest.mark.parametrize("argv,msg", [
+    (["--sketch-size", "0"], "sketch_size=0"),
+    (["--sketch-size", "17"], "sketch_size=17"),
+    (["--methods", "sgd", "--sketch-size", "0"], "sketch_size=0"),
+    (["--methods", "sgd"], "--sketch-size"),
+    (["--methods", "newton"], "method='newton' is unknown"),
+    (["--tol", "0"], "tol=0.0"),
+    (["--tol=-1e-3"], "tol=-0.001"),
+    (["--max-iter", "0"], "max_iter=0"),
+    (["--target-error", "-1"], "target_error=-1.0"),
+    (["--eta", "1.5"], "eta=1.5"),
+    (["--gamma", "2"], "gamma=2.0"),
+    (["--kappa", "0.5"], "kappa=0.5"),
+    (["--rank", "0"], "rank=0"),
+    (["--noise", "-1"], "noise=-1.0"),
+    (["--n", "0"], "n=0"),
+    (["--distribution", "cauchy"], "cauchy"),
+    (["--mtx", "/nonexistent/m.mtx"], "/nonexistent/m.mtx"),
+    (["--mtx", "HB/not_shipped"], "HB/not_shipped"),
+    (["--device", "tpu"], "device='tpu'"),
+    # argparse's own checks
+    (["--dtype", "float16"], "--dtype"),
+    (["--sketch-kind", "gaussian"], "--sketch-kind"),
+    (["--max-iter", "ten"], "--max-iter"),
+])
+def test_bad_arguments_exit_2(capsys, argv, msg):
+    base = ["solve", "--n", "16", "--d", "16"]
+    with pytest.raises(SystemExit) as ei:
+        main(base + argv)
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert msg in err, err
+
+
+def test_unconverged_run_exits_3(tmp_path, capsys):
+    out = tmp_path / "short"
+    rc = main(["solve", "--n", "16", "--d", "16", "--kappa", "1e3", "--methods", "eagle",
+               "--max-iter", "2", "--out", str(out)])
+    assert rc == 3
+    s = _load_json(out / "eagle.json")["summary"]
+    assert s["status"] == "max_iterations" and s["iterations"] == 2
+
+
+def test_bad_mtx_file_exits_2(tmp_path, capsys):
+    bad = tmp_path / "bad.mtx"
+    bad.write_text("%%MatrixMarket matrix coordinate complex general\n2 2 1\n1 1 1.0 2.0\n")
+    with pytest.raises(SystemExit) as ei:
+        main(["solve", "--mtx", str(bad)])
+    assert ei.value.code == 2
+    err = capsys.readouterr().err
+    assert str(bad) in err and "complex" in err

@@ -1,0 +1,227 @@
+"""The EAGLE UPDATE kernel (SPEC §2, §2a), checked against independent NumPy float64 algebra."""
+import numpy as np
+import pytest
+import torch
+
+from eagle_dist.data import controlled
+from eagle_dist.kernels import (eagle_update, orthonormal_sketch, sampling_sketch,
+                                spectral_norm_sq)
+
+
+def _blocks(n=12, d=9, nq=2, dq=3, seed=0, kappa=1e2):
+    p = controlled(n, d, nq, dq, kappa=kappa, seed=seed)
+    return p, tuple(torch.tensor(x) for x in (p.A, p.B, p.C, np.zeros((nq, dq))))
+
+
+def _normalised(p):
+    """A, B scaled by 1/‖A‖₂ (numpy's 2-norm, independent of the kernel's power iteration)."""
+    s = np.linalg.norm(p.A, 2)
+    return (torch.tensor(p.A / s), torch.tensor(p.B / s), torch.tensor(p.C),
+            torch.zeros(p.n_query, p.d_query, dtype=torch.float64))
+
+
+def _np(*ts):
+    return [t.numpy().astype(np.float64) for t in ts]
+
+
+# ---------------------------------------------------------------------------------------------
+# never modifies its inputs
+
+@pytest.mark.parametrize("shape", [(12, 9), (9, 12)], ids=["tall", "wide"])
+@pytest.mark.parametrize("sketch_kind", [None, "index", "index32", "orthonormal"])
+@pytest.mark.parametrize("eta,scale,update_ab", [(1 / 3, 1.5, True), (0.5, 1.0, True),
+                                                  (0.0, 1.0, True), (1 / 3, 2.0, False)])
+def test_update_never_modifies_inputs(shape, sketch_kind, eta, scale, update_ab):
+    n, d = shape
+    _, (A, B, C, D) = _blocks(n, d)
+    D = D + 0.25                                             # a nonzero D must also stay put
+    g = torch.Generator().manual_seed(3)
+    sketch = {None: None,
+              "index": sampling_sketch(d, 4, generator=g, device="cpu"),
+              "index32": sampling_sketch(d, 4, generator=g, device="cpu").to(torch.int32),
+              "orthonormal": orthonormal_sketch(d, 4, generator=g, dtype=torch.float64,
+                                                device="cpu")}[sketch_kind]
+    before = [x.clone() for x in (A, B, C, D)]
+    s_before = None if sketch is None else sketch.clone()
+    out = eagle_update(A, B, C, D, eta=eta, gamma=1.0, rho=0.7, sketch=sketch, scale=scale,
+                       update_ab=update_ab)
+    for x, x0 in zip((A, B, C, D), before):
+        assert torch.equal(x, x0)
+    if sketch is not None:
+        assert torch.equal(sketch, s_before)
+    # and the outputs actually moved (the check above is not vacuous)
+    assert not torch.equal(out[3], D)
+    assert [o.shape for o in out] == [x.shape for x in (A, B, C, D)]
+
+
+# ---------------------------------------------------------------------------------------------
+# the invariant D_ℓ + B_ℓ A_ℓ⁺ C_ℓ = B A⁺ C (SPEC §2, "Why it works")
+
+def _invariant_error(A, B, C, D, ref):
+    A, B, C, D = _np(A, B, C, D)
+    return np.linalg.norm(D + B @ np.linalg.pinv(A) @ C - ref) / np.linalg.norm(ref)
+
+
+@pytest.mark.parametrize("shape", [(30, 30), (40, 25), (25, 40)], ids=["square", "tall", "wide"])
+@pytest.mark.parametrize("form", ["stable", "power", "power-eta0.5-gamma1.5"])
+def test_invariant_along_unsketched_iteration(shape, form):
+    n, d = shape
+    p = controlled(n, d, 2, 3, kappa=1e3, seed=11)          # consistent: B = W A
+    ref = p.B @ np.linalg.pinv(p.A) @ p.C                   # independent float64 reference
+    A, B, C, D = _normalised(p)
+    eta, gamma = (0.5, 1.5) if form.startswith("power-eta") else (1 / 3, 1.0)
+    errs = []
+    for _ in range(30):
+        if form == "stable":
+            rho, scale = 1.0, 1.0 / (1.0 - eta)
+        else:
+            rho, scale = 1.0 / np.linalg.norm(A.numpy(), 2) ** 2, 1.0
+        A, B, C, D = eagle_update(A, B, C, D, eta=eta, gamma=gamma, rho=rho, scale=scale)
+        errs.append(_invariant_error(A, B, C, D, ref))
+    assert max(errs) < 1e-9, errs
+    # ... and the mass has actually moved into D: C → 0, D → D̂
+    assert np.linalg.norm(D.numpy() - ref) / np.linalg.norm(ref) < 1e-9
+    assert np.linalg.norm(C.numpy()) < 1e-9 * np.linalg.norm(p.C)
+
+
+@pytest.mark.parametrize("kind", ["index", "orthonormal"])
+def test_invariant_along_sketched_iteration_full_rank_square(kind):
+    # A (I − ηρ S ÃᵀÃ Sᵀ) right-multiplies A and B alike, and B A⁺ A = B for invertible A, so the
+    # invariant holds with a fresh sketch every step too.
+    p = controlled(24, 24, 2, 2, kappa=1e3, seed=5)
+    ref = p.B @ np.linalg.inv(p.A) @ p.C
+    A, B, C, D = _normalised(p)
+    g = torch.Generator().manual_seed(0)
+    for _ in range(25):
+        S = (sampling_sketch(24, 6, generator=g, device="cpu") if kind == "index"
+             else orthonormal_sketch(24, 6, generator=g, dtype=torch.float64, device="cpu"))
+        As = A[:, S] if kind == "index" else A @ S
+        rho = 1.0 / np.linalg.norm(As.numpy(), 2) ** 2
+        A, B, C, D = eagle_update(A, B, C, D, eta=1 / 3, gamma=1.0, rho=rho, sketch=S)
+        assert _invariant_error(A, B, C, D, ref) < 1e-9
+
+
+# ---------------------------------------------------------------------------------------------
+# Newton–Schulz form: η = 1/3, ρ = 1, s = 3/2 keeps ‖A‖₂ = 1
+
+@pytest.mark.parametrize("shape", [(20, 20), (30, 18), (18, 30)], ids=["square", "tall", "wide"])
+def test_newton_schulz_form_keeps_unit_norm(shape):
+    n, d = shape
+    p = controlled(n, d, 2, 2, kappa=1e4, seed=2)
+    A, B, C, D = _normalised(p)
+    sv0 = np.linalg.svd(A.numpy(), compute_uv=False)
+    A1, *_ = eagle_update(A, B, C, D, eta=1 / 3, gamma=1.0, rho=1.0, scale=1.5)
+    # one step maps every singular value σ → (3σ − σ³)/2
+    sv1 = np.linalg.svd(A1.numpy(), compute_uv=False)
+    np.testing.assert_allclose(np.sort(sv1), np.sort((3 * sv0 - sv0 ** 3) / 2), rtol=1e-12)
+    for _ in range(40):
+        A, B, C, D = eagle_update(A, B, C, D, eta=1 / 3, gamma=1.0, rho=1.0, scale=1.5)
+        assert np.linalg.norm(A.numpy(), 2) == pytest.approx(1.0, abs=1e-12)
+    # the polar iteration converged: every singular value is 1 (A is a partial isometry U Vᵀ)
+    np.testing.assert_allclose(np.linalg.svd(A.numpy(), compute_uv=False), 1.0, atol=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------
+# sketched update == the dense formula with an explicit S
+
+def _dense_update(A, B, C, D, S, eta, gamma, rho, scale):
+    At, Bt = A @ S, B @ S
+    A_new = scale * (A - eta * rho * At @ At.T @ At @ S.T)
+    B_new = scale * (B - eta * rho * Bt @ At.T @ At @ S.T)
+    C_new = C - gamma * rho * At @ At.T @ C
+    D_new = D + gamma * rho * Bt @ At.T @ C
+    return A_new, B_new, C_new, D_new
+
+
+@pytest.mark.parametrize("kind", ["index", "index32", "orthonormal", "none"])
+@pytest.mark.parametrize("shape", [(10, 16), (16, 10)], ids=["wide", "tall"])
+@pytest.mark.parametrize("eta,gamma,scale", [(1 / 3, 1.0, 1.0), (0.9, 1.7, 1.3), (0.0, 1.0, 1.0)])
+def test_sketched_update_equals_dense_formula(kind, shape, eta, gamma, scale):
+    n, d = shape
+    rng = np.random.default_rng(7)
+    A, B = rng.standard_normal((n, d)), rng.standard_normal((3, d))
+    C, D = rng.standard_normal((n, 2)), rng.standard_normal((3, 2))
+    r = 5
+    if kind.startswith("index"):
+        idx = np.sort(rng.choice(d, r, replace=False))
+        S = np.eye(d)[:, idx]                               # explicit d x r column selector
+        sk = torch.tensor(idx, dtype=torch.int32 if kind == "index32" else torch.int64)
+    elif kind == "orthonormal":
+        S = np.linalg.qr(rng.standard_normal((d, r)))[0]
+        sk = torch.tensor(S)
+    else:
+        S, sk = np.eye(d), None
+    rho = 1.0 / np.linalg.norm(A @ S, 2) ** 2
+    got = eagle_update(*(torch.tensor(x) for x in (A, B, C, D)), eta=eta, gamma=gamma, rho=rho,
+                       sketch=sk, scale=scale)
+    want = _dense_update(A, B, C, D, S, eta, gamma, rho, scale)
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g.numpy(), w, rtol=1e-11, atol=1e-12 * np.abs(w).max())
+
+
+def test_update_ab_false_only_moves_c_and_d():
+    _, (A, B, C, D) = _blocks()
+    A1, B1, C1, D1 = eagle_update(A, B, C, D, eta=1 / 3, gamma=1.0, rho=0.5, update_ab=False)
+    assert torch.equal(A1, A) and torch.equal(B1, B)
+    An, Bn, Cn, Dn = _np(A, B, C, D)
+    np.testing.assert_allclose(C1.numpy(), Cn - 0.5 * An @ An.T @ Cn, rtol=1e-12)
+    np.testing.assert_allclose(D1.numpy(), Dn + 0.5 * Bn @ An.T @ Cn, rtol=1e-12)
+
+
+def test_float32_stays_float32():
+    _, blocks = _blocks()
+    out = eagle_update(*(x.float() for x in blocks), eta=1 / 3, gamma=1.0, rho=1.0, scale=1.5)
+    assert all(o.dtype == torch.float32 for o in out)
+
+
+# ---------------------------------------------------------------------------------------------
+# η = 0 is gradient descent: D_k = W_k C with W_{k+1} = W_k − lr (W_k A − B) Aᵀ
+
+@pytest.mark.parametrize("shape", [(15, 15), (20, 12), (12, 20)], ids=["square", "tall", "wide"])
+def test_eta_zero_is_gradient_descent(shape):
+    n, d = shape
+    p = controlled(n, d, 2, 3, kappa=5, seed=4)
+    A, B, C = p.A, p.B, p.C
+    lr = 1.0 / np.linalg.norm(A, 2) ** 2
+    W = np.zeros((2, n))
+    blocks = tuple(torch.tensor(x) for x in (A, B, C, np.zeros((2, 3))))
+    for k in range(60):
+        W = W - lr * (W @ A - B) @ A.T                       # independent NumPy GD
+        blocks = eagle_update(*blocks, eta=0.0, gamma=1.0, rho=lr)
+        np.testing.assert_allclose(blocks[3].numpy(), W @ C, rtol=1e-10,
+                                   atol=1e-12 * np.abs(W @ C).max())
+    assert torch.equal(blocks[0], torch.tensor(A))           # GD never touches A, B
+    assert torch.equal(blocks[1], torch.tensor(B))
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers: power iteration and sketches
+
+@pytest.mark.parametrize("scale", [1.0, 1e-25, 1e20], ids=["unit", "tiny", "huge"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_spectral_norm_sq_matches_svd_at_any_scale(scale, dtype):
+    # Regression: in float32, ‖MᵀM v‖ of data with ‖M‖ ~ 1e20 overflowed to inf (and ~1e-25
+    # underflowed to 0); EAGLE then zeroed A and B and reported "converged" with D = 0.
+    p = controlled(30, 20, 1, 1, kappa=10, seed=0)
+    M = torch.tensor(p.A * scale, dtype=dtype)
+    est, v = spectral_norm_sq(M, iters=500, rtol=1e-12)
+    true = np.linalg.norm(p.A, 2) ** 2 * scale ** 2
+    assert est == pytest.approx(true, rel=1e-5 if dtype == torch.float32 else 1e-10)
+    assert v.shape == (20,) and bool(torch.isfinite(v).all())
+
+
+def test_orthonormal_sketch_has_orthonormal_columns_and_is_seeded():
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    S = orthonormal_sketch(40, 7, generator=g1, dtype=torch.float64, device="cpu")
+    np.testing.assert_allclose(S.T @ S, np.eye(7), atol=1e-13)
+    assert torch.equal(S, orthonormal_sketch(40, 7, generator=g2, dtype=torch.float64, device="cpu"))
+    assert not torch.equal(S, orthonormal_sketch(40, 7, generator=g1, dtype=torch.float64,
+                                                 device="cpu"))
+
+
+def test_sampling_sketch_is_r_distinct_sorted_indices():
+    g = torch.Generator().manual_seed(1)
+    idx = sampling_sketch(50, 12, generator=g, device="cpu")
+    assert idx.dtype == torch.int64 and idx.shape == (12,)
+    assert len(set(idx.tolist())) == 12 and 0 <= int(idx.min()) and int(idx.max()) < 50
+    assert torch.equal(idx, idx.sort().values)
