@@ -1,8 +1,11 @@
 """The EAGLE UPDATE kernel (SPEC §2, §2a), checked against independent NumPy float64 algebra."""
+import platform
+
 import numpy as np
 import pytest
 import torch
 
+from eagle_dist import kernels
 from eagle_dist.data import controlled
 from eagle_dist.kernels import (eagle_update, orthonormal_sketch, sampling_sketch,
                                 spectral_norm_sq)
@@ -225,3 +228,48 @@ def test_sampling_sketch_is_r_distinct_sorted_indices():
     assert idx.dtype == torch.int64 and idx.shape == (12,)
     assert len(set(idx.tolist())) == 12 and 0 <= int(idx.min()) and int(idx.max()) < 50
     assert torch.equal(idx, idx.sort().values)
+
+
+# ---------------------------------------------------------------------------------------------
+# the CPU SYRK/SYMM path (kernels._SymmetricBlas) computes the same update as the dense formula
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(460, 420), (420, 460)], ids=["tall", "wide"])
+@pytest.mark.parametrize("eta,scale", [(1 / 3, 1.5), (0.2, 1.0)])
+def test_symmetric_blas_update_equals_dense_formula(dtype, shape, eta, scale):
+    n, d = shape
+    assert min(shape) >= kernels.SYMMETRIC_MIN_DIM          # the sizes really take that path
+    rng = np.random.default_rng(7)
+    A64 = rng.standard_normal((n, d)) / np.sqrt(n + d)
+    B64, C64, D64 = rng.standard_normal((3, d)), rng.standard_normal((n, 2)), rng.standard_normal((3, 2))
+    A, B, C, D = (torch.tensor(x, dtype=dtype) for x in (A64, B64, C64, D64))
+    before = [x.clone() for x in (A, B, C, D)]
+    out = eagle_update(A, B, C, D, eta=eta, gamma=1.0, rho=0.9, scale=scale)
+    for x, x0 in zip((A, B, C, D), before):                 # inputs untouched (SYMM writes a copy)
+        assert torch.equal(x, x0)
+    want = _dense_update(*(x.astype(np.float64) for x in (A64, B64, C64, D64)), np.eye(d),
+                         eta, 1.0, 0.9, scale)
+    tol = 1e-12 if dtype == torch.float64 else 2e-5
+    for got, w in zip(_np(*out), want):
+        assert np.abs(got - w).max() <= tol * np.abs(w).max()
+    # and it agrees with torch's GEMM path
+    old = kernels.use_symmetric_blas(False)
+    try:
+        ref = eagle_update(A, B, C, D, eta=eta, gamma=1.0, rho=0.9, scale=scale)
+    finally:
+        kernels.use_symmetric_blas(old)
+    for got, r in zip(out, ref):
+        assert float((got - r).abs().max()) <= tol * float(r.abs().max())
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or not torch.backends.mkl.is_available(),
+                    reason="the SYRK/SYMM path needs the MKL inside x86-64 CPU builds of torch")
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_symmetric_blas_is_found_where_torch_has_mkl(dtype):
+    # regression guard: a failed symbol lookup or self-test silently costs ~10-15 % per iteration
+    assert kernels.symmetric_blas_available(dtype)
+    A = torch.zeros(kernels.SYMMETRIC_MIN_DIM, kernels.SYMMETRIC_MIN_DIM, dtype=dtype)
+    assert kernels._symmetric_blas(A) is not None
+    assert kernels._symmetric_blas(A[:, :-1]) is None              # not contiguous
+    assert kernels._symmetric_blas(A[:100, :100].contiguous()) is None   # too small to pay off
+    assert kernels._symmetric_blas(A.requires_grad_()) is None     # autograd needs torch ops
