@@ -73,19 +73,19 @@ def error_bound(method, dtype, kappa, tol):
     return min(1e-2, max(100 * eps * kappa, factor * tol))
 
 
-def _marks(method, case, dtype):
+def _applicable(method, case, dtype) -> bool:
+    """The table leaves out (rather than skips) two combinations that cannot work by design:
+    GD at κ > 30 needs O(κ² log 1/ε) ≥ 3e5 iterations (GD runs on the κ ≤ 30 cases, and the
+    κ-sweep benchmark measures it at large κ), and CG on the normal equations in float32 at
+    κ = 1e6 works with κ(A Aᵀ) = 1e12 ≫ 1/eps(float32), so it cannot reach 1e-2."""
     kappa = CASES[case][1]
     if method == "gd" and kappa > 30:
-        return [pytest.mark.skip(reason=f"GD needs O(κ² log 1/ε) ≈ {kappa ** 2 * 30:.0e} "
-                                        "iterations at this κ; it runs on the κ ≤ 30 cases")]
-    if method == "cg" and dtype == np.float32 and kappa >= 1e6:
-        return [pytest.mark.skip(reason="CG on the normal equations works with κ(A Aᵀ) = κ² = "
-                                        "1e12 ≫ 1/eps(float32); it cannot reach 1e-2")]
-    return []
+        return False
+    return not (method == "cg" and dtype == np.float32 and kappa >= 1e6)
 
 
-TABLE = [pytest.param(m, c, dt, marks=_marks(m, c, dt), id=f"{m}-{c}-{dt.__name__}")
-         for m in METHODS for c in CASES for dt in DTYPES]
+TABLE = [pytest.param(m, c, dt, id=f"{m}-{c}-{dt.__name__}")
+         for m in METHODS for c in CASES for dt in DTYPES if _applicable(m, c, dt)]
 
 
 def check_diagnostics(problem, res, *, tol=None, target_error=None):
@@ -173,18 +173,11 @@ def test_eagle_iterations_grow_like_log_kappa():
 # ---------------------------------------------------------------------------------------------
 # sketched regime (SPEC §2a)
 
-_ORTHO_N8 = pytest.mark.xfail(strict=True, reason=(
-    "finding: with an orthonormal sketch at r = n/8 and the default eta = 1/3, rho = 1/‖A S‖², "
-    "κ(A_ℓ) grows (10 → ~1e4 in 2000 iterations at n = 64, kernel alone) and the error is still "
-    "~5e-2 after 3000 iterations; r = n/4, the sampling sketch, eta = 0.1 or a global rho all "
-    "converge"))
-
-
 @pytest.mark.parametrize("kind", ["orthonormal", "sample"])
 @pytest.mark.parametrize("frac", [8, 4, 2], ids=["r=n/8", "r=n/4", "r=n/2"])
-def test_sketched_eagle_converges(request, kind, frac):
-    if kind == "orthonormal" and frac == 8:
-        request.applymarker(_ORTHO_N8)
+def test_sketched_eagle_converges(kind, frac):
+    # regression: with η = 1/3 the orthonormal sketch at r = n/8 never got below ~4e-2 (κ(A_ℓ)
+    # grew); the default η for sketched runs is now min(1/3, 0.8·r/d) (solvers.eagle.sketched_eta)
     n = 64
     p = controlled(n, n, 2, 2, kappa=10, seed=0)
     res = solve(p, "eagle", sketch_size=n // frac, sketch_kind=kind, target_error=1e-6,
@@ -196,12 +189,13 @@ def test_sketched_eagle_converges(request, kind, frac):
     assert np.linalg.norm(res.D - p.reference) <= 1e-6 * np.linalg.norm(p.reference)
 
 
-def test_sketched_eagle_orthonormal_n8_converges_with_smaller_eta():
+@pytest.mark.parametrize("r,want", [(8, 0.1), (16, 0.2), (32, 1 / 3), (64, 1 / 3)])
+def test_sketched_default_eta_follows_r_over_d_and_explicit_eta_wins(r, want):
     p = controlled(64, 64, 2, 2, kappa=10, seed=0)
-    res = solve(p, "eagle", sketch_size=8, sketch_kind="orthonormal", eta=0.1,
-                target_error=1e-4, max_iter=3000)
-    assert res.status is Status.CONVERGED
-    check_diagnostics(p, res, target_error=1e-4)
+    res = solve(p, "eagle", sketch_size=r, max_iter=3)
+    assert res.info["eta"] == pytest.approx(want)
+    assert solve(p, "eagle", sketch_size=r, eta=0.05, max_iter=3).info["eta"] == 0.05
+    assert solve(p, "eagle", max_iter=3).info["eta"] == pytest.approx(1 / 3)    # unsketched
 
 
 @pytest.mark.parametrize("kind", ["orthonormal", "sample"])
