@@ -5,7 +5,8 @@ Examples::
     eagle-dist solve --n 240 --d 240 --kappa 1e4 --methods eagle,cg,lstsq
     eagle-dist solve --mtx HB/dwt_1007 --methods eagle,cg,lsmr,lstsq --out runs/dwt
     eagle-dist solve --kappa 1e3 --sketch-size 60 --methods eagle,sgd --target-error 1e-2
-    eagle-dist solve --workers 4 --backend ray --kappa 1e3
+    eagle-dist solve --distribution alpha --alpha 1 --n 200 --d 200 --workers 4 --backend ray \
+        --methods eagle,gd --kappa 1e3 --max-iter 20000
     eagle-dist info
 """
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import platform
 import sys
@@ -29,10 +31,12 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="with --mtx: C = remaining columns, or I (solve w A = B)")
     g.add_argument("--rank", type=int, default=None, help="rank of A (synthetic) / of the matrix (--mtx)")
     g.add_argument("--distribution", default="controlled",
-                   help="controlled | paper_training | svd | student_t | gaussian | correlated | "
-                        "sparse_rademacher | clustered")
+                   help="controlled | alpha (sharded, diversity index --alpha) | paper_training | "
+                        "svd | student_t | gaussian | correlated | sparse_rademacher | clustered")
+    g.add_argument("--alpha", type=float, default=1.0,
+                   help="--distribution alpha: target diversity index (1, or at most (M-1)/M)")
     g.add_argument("--n", type=int, default=240)
-    g.add_argument("--d", type=int, default=240)
+    g.add_argument("--d", type=int, default=240, help="columns of A (--distribution alpha: per worker)")
     g.add_argument("--nq", type=int, default=2, help="n' (rows of B)")
     g.add_argument("--dq", type=int, default=2, help="d' (columns of C)")
     g.add_argument("--kappa", type=float, default=1e2, help="condition number of A (controlled)")
@@ -68,6 +72,7 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_problem(args):
+    """``(problem, shards or None)``; ``--distribution alpha`` brings its own column shards."""
     from .api import problem_from_config
     from .config import ProblemConfig
     if args.mtx:
@@ -75,16 +80,42 @@ def build_problem(args):
     else:
         pc = ProblemConfig(source=args.distribution, n=args.n, d=args.d, n_query=args.nq,
                            d_query=args.dq, kappa=args.kappa, rank=args.rank, noise=args.noise,
-                           seed=args.seed)
-    return problem_from_config(pc)[0]
+                           seed=args.seed, alpha=args.alpha)
+    return problem_from_config(pc, workers=args.workers)
+
+
+ALPHA_CHECK_MAX_N = 3000        # α needs an SVD per shard and an n x n eigendecomposition
+SMALL_ALPHA = 1e-2
+
+
+def report_diversity(problem, shards, workers: int) -> None:
+    """Log the diversity index α of the sharding and warn when it predicts many rounds
+    (SPEC §2b: after O(log κ_max) rounds, convergence is linear at a rate set by α)."""
+    from .distributed import diversity_index, make_shards
+    if problem.n > ALPHA_CHECK_MAX_N:
+        log.info("diversity index α not computed (n = %d > %d)", problem.n, ALPHA_CHECK_MAX_N)
+        return
+    alpha = diversity_index(problem.A, make_shards(problem.d, workers, shards))
+    log.info("diversity index α = %.3g for %d shards of %s", alpha, workers,
+             shards if isinstance(shards, str) else "explicit columns")
+    if alpha < SMALL_ALPHA:
+        log.warning("α = %.2g is small: once the shards are conditioned, distributed EAGLE "
+                    "converges linearly at rate ~(1 − α), about ln(10)/α = %.0f rounds per decade "
+                    "of accuracy. It is fast when every shard's columns span (most of) the range "
+                    "of A (d/M >= n, α near 1): use fewer workers, or see --distribution alpha "
+                    "for well-sharded data", alpha, math.log(10.0) / max(alpha, 1e-300))
 
 
 def cmd_solve(args) -> int:
     from .api import solve
     from .result import results_table
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    problem = build_problem(args)
+    problem, gen_shards = build_problem(args)
+    distributed = args.workers > 1 or args.backend != "inprocess"
+    shards = gen_shards if gen_shards is not None else args.shards
     log.info("problem: %s", problem)
+    if distributed and any(m in ("eagle", "gd") for m in methods):
+        report_diversity(problem, shards, args.workers)
     if not args.no_reference:
         log.info("reference B A⁺ C (float64 pinv) computed; κ(A) = %.3g", problem.condition_number)
     results = []
@@ -100,9 +131,9 @@ def cmd_solve(args) -> int:
             raise ValueError("--methods sgd needs --sketch-size r")
         if m not in ("eagle", "gd", "sgd"):
             kw.pop("eta"), kw.pop("gamma"), kw.pop("accelerate")
-        if args.workers > 1 or args.backend != "inprocess":
+        if distributed:
             if m in ("eagle", "gd"):
-                kw.update(workers=args.workers, backend=args.backend, shards=args.shards,
+                kw.update(workers=args.workers, backend=args.backend, shards=shards,
                           normalization=args.normalization, timeout=args.timeout,
                           address=args.address)
         res = solve(problem, m, **kw)
