@@ -1,13 +1,16 @@
 """Public entry points: :func:`solve` (any method, any regime, any backend) and :func:`lstsq`."""
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
 from .problem import Problem, as_float_array
 from .result import SolveResult
 from .solvers import METHODS, SKETCHABLE, SolverOptions
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .config import ProblemConfig
 
 BACKENDS = ("inprocess", "torch", "ray")
 DISTRIBUTED_METHODS = ("eagle", "gd")
@@ -141,7 +144,7 @@ def lstsq(A, b, *, method: str = "eagle", tol: float = 1e-12, max_iter: int = 10
     return (x, res) if return_result else x
 
 
-def problem_from_config(pc: ProblemConfig, workers: int = 1):
+def problem_from_config(pc: "ProblemConfig", workers: int = 1):
     """``(problem, shards_or_None)`` from a :class:`ProblemConfig` (deterministic by seed, so every
     torchrun rank builds the same problem)."""
     from .data import DISTRIBUTIONS, controlled, distribution, load_suitesparse, paper_training

@@ -31,7 +31,6 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -47,6 +46,10 @@ from ..api import solve
 from ..data import controlled
 from ..problem import Problem
 from . import report
+from .common import check_positive_int as _check_positive_int
+from .common import floats as _floats, ints as _ints, print_headline as _print_headline
+from .common import progress as _progress, resolve as _resolve, strs as _strs
+from .common import threads as _threads
 
 log = logging.getLogger(__name__)
 
@@ -75,31 +78,6 @@ class SweepResult:
 # ---------------------------------------------------------------------------------------------
 # shared machinery
 # ---------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _threads(n: Optional[int]):
-    """Temporarily set torch's intra-op threads (``None``: leave as is)."""
-    if n is None:
-        yield
-        return
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads={n!r} must be a positive integer (or None for torch's default)")
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _resolve(smoke: bool, full: Dict[str, Any], small: Dict[str, Any], given: Dict[str, Any]):
-    """Explicit arguments win; otherwise the full-size or the smoke default."""
-    base = small if smoke else full
-    return {k: (given[k] if given.get(k) is not None else base[k]) for k in base}
-
-
-def _check_positive_int(name: str, v: Any) -> None:
-    if not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name}={v!r} must be a positive integer")
 
 
 def _walltime_solve(problem: Problem, method: str, **kw):
@@ -189,11 +167,6 @@ def _table(rows, spec):
         cells = [c(r) if callable(c) else report.fmt(r.get(c)) for _, c in spec]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="solve", disable=not enabled, leave=False)
 
 
 def _fmt_kappa(k: float) -> str:
@@ -983,23 +956,6 @@ def _plot_gemm(out, summary) -> List[str]:
 # ---------------------------------------------------------------------------------------------
 # command line: eagle-dist bench kappa | sketch | gemm
 # ---------------------------------------------------------------------------------------------
-def _floats(s: str) -> List[float]:
-    try:
-        return [float(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{s!r} is not a comma-separated list of numbers, e.g. 1e2,1e4") from None
-
-
-def _ints(s: str) -> List[int]:
-    try:
-        return [int(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{s!r} is not a comma-separated list of integers, e.g. 500,2000") \
-            from None
-
-
-def _strs(s: str) -> List[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
 
 
 def _common_args(p, sweep: str) -> None:
@@ -1012,13 +968,6 @@ def _common_args(p, sweep: str) -> None:
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes and one torch thread (unless --threads): a seconds-long check")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def _print_headline(res: SweepResult) -> int:
-    print(f"\n{res.name}: wrote {len(res.files)} files to {res.out}")
-    for k, v in res.headline.items():
-        print(f"  {k}: {report.fmt(v) if not isinstance(v, bool) else v}")
-    return 0
 
 
 def _cmd_kappa(args) -> int:

@@ -48,7 +48,6 @@ Example:
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
@@ -66,6 +65,10 @@ from ..distributed.worker import EagleKernel
 from ..kernels import lift_cap, spectral_norm_sq
 from ..problem import Problem
 from . import report
+from .common import check_positive_int as _check_positive_int
+from .common import floats as _floats, ints as _ints, print_headline as _print_headline
+from .common import progress as _progress, resolve as _resolve, strs as _strs
+from .common import threads as _threads
 
 log = logging.getLogger(__name__)
 
@@ -90,36 +93,6 @@ class SweepResult:
 # ---------------------------------------------------------------------------------------------
 # shared machinery
 # ---------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def _threads(n: Optional[int]):
-    """Temporarily set torch's intra-op threads (``None``: leave as is)."""
-    if n is None:
-        yield
-        return
-    if not isinstance(n, int) or n < 1:
-        raise ValueError(f"threads={n!r} must be a positive integer (or None for torch's default)")
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _resolve(smoke: bool, full: Dict[str, Any], small: Dict[str, Any], given: Dict[str, Any]):
-    """Explicit arguments win; otherwise the full-size or the smoke default."""
-    base = small if smoke else full
-    return {k: (given[k] if given.get(k) is not None else base[k]) for k in base}
-
-
-def _check_positive_int(name: str, v: Any) -> None:
-    if not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name}={v!r} must be a positive integer")
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="run", disable=not enabled, leave=False)
 
 
 def _kernel(method: str) -> EagleKernel:
@@ -509,7 +482,7 @@ def _rounds_plots(out, rows, curves, target, cfg, kappa_max) -> List[str]:
                  label="GD (predicted, exact recurrence)", marker="s", linestyle="--",
                  annotate=[f"{r['rounds_predicted']:.2g}" for r in g]),
             dict(x=[r["workers"] for r in g], y=[r["rounds"] for r in g],
-                 label=f"GD (measured; hollow = stopped at cap, not reached)", marker="v",
+                 label="GD (measured; hollow = stopped at cap, not reached)", marker="v",
                  linestyle=":", filled=all(r["reached"] for r in g), color="#98df8a"),
         ]
         panel = dict(title=f"rounds to {target:g} vs M (α = 1, κ_max = {kappa_max:g}, "
@@ -585,7 +558,6 @@ def _rounds_markdown(out, command, machine, rows, h, cfg, kappa_max, target, cap
     for r in rows:
         cells = [f(r) if callable(f) else report.fmt(r.get(f)) for _, f in cols]
         table.append("| " + " | ".join(cells) + " |")
-    ms = [r for r in rows if r["sweep"] == "M"]
     head = []
     if "eagle_rounds_max" in h:
         head += [
@@ -1171,22 +1143,6 @@ def _backends_markdown(out, command, machine, summary, accel, norm, gap, h, cold
 # ---------------------------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------------------------
-def _floats(s: str) -> List[float]:
-    try:
-        return [float(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{s!r} is not a comma-separated list of numbers, e.g. 1,0.6,0.35") from None
-
-
-def _ints(s: str) -> List[int]:
-    try:
-        return [int(x) for x in s.split(",") if x.strip()]
-    except ValueError:
-        raise ValueError(f"{s!r} is not a comma-separated list of integers, e.g. 1,3,5,8") from None
-
-
-def _strs(s: str) -> List[str]:
-    return [x.strip() for x in s.split(",") if x.strip()]
 
 
 def _common_args(p, sweep: str) -> None:
@@ -1198,13 +1154,6 @@ def _common_args(p, sweep: str) -> None:
                         "machine)")
     p.add_argument("--smoke", action="store_true", help="tiny sizes: a seconds-long check")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-
-
-def _print_headline(res: SweepResult) -> int:
-    print(f"\n{res.name}: wrote {len(res.files)} files to {res.out}")
-    for k, v in res.headline.items():
-        print(f"  {k}: {v if isinstance(v, (bool, str)) else report.fmt(v)}")
-    return 0
 
 
 def _cmd_rounds(args) -> int:
