@@ -45,17 +45,20 @@ def lstsq(problem, opts: SolverOptions, *, driver: str = "gelsd") -> SolveResult
     A, B, C = to_tensors(problem, device, dtype)
     _ = problem.reference  # computed outside the timed region
     t0 = time.perf_counter()
+    used = driver
     if device.type == "cuda":
+        # torch's CUDA lstsq has only 'gels' (QR, full rank); the SVD route is pinv
         if driver == "gelsd":
-            W = B @ torch.linalg.pinv(A)
+            W, used = B @ torch.linalg.pinv(A), "svd-pinv"
         else:
-            W = torch.linalg.lstsq(A.T, B.T, driver="gels").solution.T
+            W, used = torch.linalg.lstsq(A.T, B.T, driver="gels").solution.T, "gels"
     else:
         W = torch.linalg.lstsq(A.T, B.T, driver=driver).solution.T     # (n', n)
     D = W @ C
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return _direct_result(problem, D, t0, f"lstsq-{driver}", {"driver": driver, "device": str(device)})
+    return _direct_result(problem, D, t0, f"lstsq-{driver}",
+                          {"driver": driver, "driver_used": used, "device": str(device)})
 
 
 def pinv(problem, opts: SolverOptions) -> SolveResult:
@@ -113,10 +116,13 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
 
 
 def _krylov(problem, opts: SolverOptions, which: str) -> SolveResult:
-    """SciPy / CuPy LSMR or LSQR, one right-hand side (row of B) at a time."""
+    """SciPy LSMR or LSQR (CuPy's LSMR on a GPU), one right-hand side (row of B) at a time."""
     device = resolve_device(opts.device)
     use_cupy = False
-    if device.type == "cuda":
+    # CuPy has an iterative LSMR (cupyx.scipy.sparse.linalg.lsmr, SciPy's signature) but its
+    # `lsqr(A, b)` is a direct cuSOLVER QR solve of a square system with no tolerances or
+    # iteration count, so LSQR stays SciPy's (on the CPU) even when a GPU is present
+    if device.type == "cuda" and which == "lsmr":
         try:
             import cupy as xp
             import cupyx.scipy.sparse.linalg as spla

@@ -1,0 +1,67 @@
+"""CUDA paths (marker ``gpu``): deselected by the default command (``-m "not slow and not gpu"``);
+run them on a GPU machine with ``python -m pytest -m gpu``. Each test compares the GPU result with
+the float64 NumPy reference, as the CPU tables do."""
+import numpy as np
+import pytest
+import torch
+
+from eagle_dist import solve
+from eagle_dist.data import controlled
+from eagle_dist.distributed import alpha_problem
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(),
+                                 reason="needs a CUDA device (run with -m gpu on a GPU machine)")]
+
+
+def _ref_error(p, D):
+    ref = p.B.astype(np.float64) @ np.linalg.pinv(p.A.astype(np.float64)) @ p.C.astype(np.float64)
+    return np.linalg.norm(D - ref) / np.linalg.norm(ref)
+
+
+@pytest.mark.parametrize("dtype,bound", [("float64", 1e-10), ("float32", 1e-3)])
+def test_eagle_on_cuda_matches_reference_and_cpu(dtype, bound):
+    p = controlled(500, 500, 2, 2, kappa=1e3, seed=0)
+    gpu = solve(p, "eagle", device="auto", dtype=dtype, tol=1e-12 if dtype == "float64" else 1e-6)
+    assert gpu.info["device"].startswith("cuda")                    # auto picked the GPU
+    assert gpu.converged and _ref_error(p, gpu.D) <= bound
+    cpu = solve(p, "eagle", device="cpu", dtype=dtype, tol=1e-12 if dtype == "float64" else 1e-6)
+    assert abs(gpu.iterations - cpu.iterations) <= 2
+
+
+@pytest.mark.parametrize("kind", ["orthonormal", "sample"])
+def test_sketched_eagle_on_cuda(kind):
+    p = controlled(128, 128, 2, 2, kappa=10, seed=0)
+    res = solve(p, "eagle", device="cuda", sketch_size=32, sketch_kind=kind, target_error=1e-6,
+                max_iter=5000)
+    assert res.converged and _ref_error(p, res.D) <= 1e-6
+
+
+@pytest.mark.parametrize("method", ["cg", "lsmr", "lstsq", "pinv"])
+def test_baselines_on_cuda(method):
+    p = controlled(200, 200, 2, 2, kappa=1e2, seed=1)
+    res = solve(p, method, device="cuda", tol=1e-12, max_iter=20000)
+    assert res.converged and _ref_error(p, res.D) <= 1e-8
+    if method == "lsmr":
+        try:
+            import cupy  # noqa: F401
+            assert res.info["krylov_backend"] == "cupy"
+        except ImportError:
+            assert res.info["krylov_backend"] == "scipy"
+
+
+def test_distributed_inprocess_on_cuda():
+    p, shards = alpha_problem(200, 200, 4, alpha=1.0, kappa_max=1e3, d_query=1, seed=0)
+    res = solve(p, "eagle", workers=4, shards=shards, device="cuda", target_error=1e-8,
+                max_iter=200)
+    assert res.converged and res.info["device"].startswith("cuda") and res.rounds <= 35
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="NCCL test needs >= 2 GPUs")
+def test_torch_backend_uses_nccl_with_one_gpu_per_rank():
+    p, shards = alpha_problem(200, 200, 2, alpha=1.0, kappa_max=1e3, d_query=1, seed=0)
+    res = solve(p, "eagle", workers=2, shards=shards, backend="torch", target_error=1e-8,
+                max_iter=200)
+    assert res.backend == "torch/nccl" and res.converged
+    ref = solve(p, "eagle", workers=2, shards=shards, device="cpu", target_error=1e-8, max_iter=200)
+    assert res.rounds == ref.rounds
