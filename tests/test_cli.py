@@ -180,3 +180,23 @@ def test_solve_warns_when_shards_have_small_alpha(caplog):
     assert code == 3                                   # not converged in 20 rounds: exit status 3
     warn = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warn) == 1 and "is small" in warn[0] and "rounds per decade" in warn[0]
+
+
+def test_demo_main_job_end_to_end(tmp_path):
+    """The README's first command: a shipped SuiteSparse system solved centrally, then a sharded
+    problem on real Ray actors (2 here, to keep CI short) against distributed GD."""
+    out = tmp_path / "demo"
+    r = run_cli("demo", "--out", str(out), "--workers", "2", timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    summary = (out / "summary.md").read_text()
+    assert "HB/dwt_1007" in summary and "w A = B" in summary
+    cen = _load_json(out / "centralized_eagle.json")["summary"]
+    assert cen["status"] == "converged" and cen["error"] < 1e-10
+    cg = _load_json(out / "centralized_cg.json")["summary"]
+    assert cg["iterations"] >= 100 * cen["iterations"]      # second order vs CG on this system
+    dist = _load_json(out / "distributed_eagle.json")["summary"]
+    assert dist["backend"] == "ray/gloo" and dist["workers"] == 2
+    assert dist["status"] == "converged" and dist["error"] <= 1e-8
+    gd = _load_json(out / "distributed_gd.json")["summary"]
+    assert gd["bytes_per_worker_per_round"] == dist["bytes_per_worker_per_round"]   # same messages
+    assert gd["iterations"] > 10 * dist["iterations"]

@@ -176,6 +176,18 @@ def test_dwt_1007_d_true_is_the_reference(dwt):
     assert np.linalg.norm(dwt.D_true - ref) <= 1e-8 * max(np.linalg.norm(ref), scale)
 
 
+def test_zero_hidden_block_is_flagged(caplog):
+    # D̂ = 0 makes the completion a weak test; the loader says so and names the alternative
+    with caplog.at_level("WARNING", logger="eagle_dist"):
+        load_suitesparse("HB/dwt_1007")
+    msgs = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("hidden block D is zero" in m and "identity" in m for m in msgs), msgs
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="eagle_dist"):
+        load_suitesparse("HB/abb313")                       # D̂ ≠ 0: nothing to flag
+    assert not [r for r in caplog.records if "hidden block" in r.getMessage()]
+
+
 def test_dwt_1007_identity_c_block():
     p = load_suitesparse("HB/dwt_1007", rank=1000, c_block="identity")
     np.testing.assert_array_equal(p.C, np.eye(1000))

@@ -150,6 +150,13 @@ def load_suitesparse(source: Union[str, os.PathLike], *, rank: Optional[int] = N
     B = dense[[brow]][:, cols]
     if rest.size:
         C, D = dense[np.ix_(rows, rest)], dense[[brow]][:, rest]
+        if not np.any(D):
+            # e.g. HB/dwt_1007: B's row misses every remaining column, so D̂ = B A⁻¹ C = 0 and
+            # errors are measured against the data scale (Problem.error_denominator)
+            log.warning("%s: the hidden block D is zero (row %d has no entries in the %d "
+                        "remaining columns), so D̂ = 0 and the completion is a weak test; "
+                        "c_block='identity' (--c-block identity) solves the linear system "
+                        "w A = B instead", path.name, brow, rest.size)
     else:
         C, D = np.eye(r), None
     name = path.name.replace(".mtx.gz", "").replace(".mtx", "")
