@@ -118,8 +118,8 @@ def eagle_update(
 # torch forms ``A.T @ A`` with a general GEMM (2·n·d² flops) although only one triangle is needed
 # (n·d², SYRK); torch exposes neither SYRK nor SYMM, but CPU builds of torch on x86-64 carry MKL,
 # whose Fortran-interface routines are reachable through ctypes. Measured here (2-core EPYC, MKL,
-# float64, n = d = 2000): SYRK 0.6-0.7 GEMM-times, the whole update 1.1-1.3 x the 3·n·d² floor
-# against 1.35-1.45 with GEMMs (benchmarks/results/gemm). Used only where it is known to work: a
+# n = d ∈ {500, 2000}, float32/64): SYRK 0.62-0.80 GEMM-times, the whole update 1.15-1.41 x the
+# 3·n·d² floor against 1.38-1.52 with GEMMs (benchmarks/results/gemm). Used only where it works: a
 # numerical self-test runs once per dtype, anything unexpected (another BLAS, big-endian, autograd,
 # GPU, non-contiguous or small blocks) takes the plain torch path. ``EAGLE_DIST_SYMMETRIC_BLAS=0``
 # or :func:`use_symmetric_blas` switches it off. On GPUs torch's cuBLAS GEMMs are used as they are.
