@@ -75,9 +75,9 @@ def eagle_update(
     c = -eta * rho
     if sketch is None:
         n, d = A.shape
+        sym = _symmetric_blas(A) if B.is_contiguous() else None   # CPU SYRK/SYMM, see below
         if d <= n:
-            sym = _symmetric_blas(A)
-            if sym is not None and B.is_contiguous():
+            if sym is not None:
                 # SYRK + SYMM: the Gram's n·d² flops are counted once (a GEMM would form both
                 # triangles, 2·n·d²), and SYMM folds the rescale ``s`` in: 3·n·d² flops in all
                 G = sym.gram(A)                                  # (d, d), one triangle valid
@@ -87,7 +87,6 @@ def eagle_update(
             A_new = torch.addmm(A, A, G, alpha=c)                # A (I − ηρ AᵀA)
             B_new = torch.addmm(B, B, G, alpha=c)
         else:
-            sym = _symmetric_blas(A)
             if sym is not None:
                 K = sym.outer_gram(A)                            # (n, n) = A Aᵀ, one triangle
                 A_new = sym.left_multiply(K, A, alpha=scale * c, beta=scale)
