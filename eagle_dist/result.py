@@ -18,6 +18,7 @@ class Status(str, enum.Enum):
     TIME_BUDGET = "time_budget"
     DIVERGED = "diverged"
     NON_FINITE = "non_finite"
+    INEXACT = "inexact"
 
     @property
     def ok(self) -> bool:
@@ -29,14 +30,21 @@ class Status(str, enum.Enum):
 
 
 _MESSAGES = {
-    Status.CONVERGED: "converged: the stopping rule was met",
-    Status.MAX_ITERATIONS: "max_iterations reached before the tolerance: try increasing max_iter, "
-    "loosening tol, or (sketched runs) a larger sketch size",
+    Status.CONVERGED: "converged: the stopping rule was met and its check passed (EAGLE: the lift "
+    "phase is complete, so the D-step bounds the remaining error; CG/GD/LSMR/LSQR: the "
+    "normal-equation residual is below tol; distributed: the exactness check passed)",
+    Status.MAX_ITERATIONS: "max_iterations reached before the tolerance; the returned D is the best "
+    "iterate seen. If the steps were still shrinking, increase max_iter; if they stalled, the "
+    "tolerance is below what this precision/problem allows (loosen tol, use float64, or for "
+    "sketched runs a larger sketch size)",
     Status.TIME_BUDGET: "time budget exhausted before the tolerance: try increasing time_budget",
     Status.DIVERGED: "diverged: the residual block C grew; step sizes too large for this data "
     "(try eta <= 1/3, gamma <= 1, or norm='power')",
     Status.NON_FINITE: "non-finite numbers (NaN/Inf) appeared; the returned D is the last finite "
     "iterate. Try float64, smaller step sizes, or check the input scaling",
+    Status.INEXACT: "inexact: the iteration settled, but the independent check shows the answer is "
+    "NOT B A⁺ C to the tolerance (info['check'] holds the measured gap). Distributed EAGLE in the "
+    "paper's mode is exact only on consistent data; use mode='gram' (exact for any data)",
 }
 
 
@@ -133,13 +141,37 @@ class SolveResult:
             w.writerows(rows)
 
 
+def pow2_of(x) -> float:
+    """The largest power of two ``≤ max|x|`` (1 for an all-zero or non-finite ``x``). Dividing a
+    block by it is exact; solvers normalise every block this way before they start."""
+    m = float(np.max(np.abs(np.asarray(x)))) if np.size(x) else 0.0
+    if m == 0.0 or not np.isfinite(m):
+        return 1.0
+    return float(2.0 ** np.floor(np.log2(m)))
+
+
+def safe_norm(x, ord=None) -> float:
+    """Frobenius (or ``ord=2`` spectral) norm in float64 that neither underflows below ~1e-154
+    nor overflows above ~1e154 (``np.linalg.norm`` squares the entries): the array is divided by
+    its largest power-of-two magnitude first, which is exact."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return 0.0
+    m = float(np.max(np.abs(x)))
+    if m == 0.0 or not np.isfinite(m):
+        return m
+    s = 2.0 ** np.floor(np.log2(m))
+    return float(s * np.linalg.norm(x / s, ord))
+
+
 def relative_error(D: np.ndarray, ref: Optional[np.ndarray], denominator: Optional[float] = None) -> float:
     """THE error metric: ``‖D − D̂‖_F / den`` with ``den = Problem.error_denominator``
-    (``‖D̂‖_F``, or the data scale when ``D̂`` is numerically zero); ``‖D̂‖_F`` if not given."""
+    (``‖D̂‖_F``, or the data scale when ``D̂`` is numerically zero); ``‖D̂‖_F`` if not given.
+    Norms are scaled (:func:`safe_norm`), so entries of 1e-170 or 1e200 are measured correctly."""
     if ref is None:
         return float("nan")
-    den = float(np.linalg.norm(ref)) if denominator is None else float(denominator)
-    num = float(np.linalg.norm(np.asarray(D, dtype=np.float64) - ref))
+    den = safe_norm(ref) if denominator is None else float(denominator)
+    num = safe_norm(np.asarray(D, dtype=np.float64) - ref)
     return num / den if den > 0 else num
 
 

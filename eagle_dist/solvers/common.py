@@ -12,15 +12,19 @@ One stopping vocabulary for every method (SPEC §2, §4):
 """
 from __future__ import annotations
 
+import logging
 import math
+import numbers
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from ..result import History, Status
+
+log = logging.getLogger("eagle_dist")
 
 _TINY = 1e-300
 
@@ -68,35 +72,83 @@ class SolverOptions:
     record_error: bool = True          # compute error vs the reference each iteration
 
     def validate(self) -> "SolverOptions":
-        if not (isinstance(self.tol, (int, float)) and self.tol > 0 and math.isfinite(self.tol)):
+        def real(v) -> bool:   # NumPy scalars count; bool does not (tol=True is a mistake)
+            return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+        def integer(v) -> bool:
+            return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+        if not (real(self.tol) and self.tol > 0 and math.isfinite(self.tol)):
             raise ValueError(f"tol={self.tol!r} must be a positive finite number, e.g. 1e-8")
-        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
-            raise ValueError(f"max_iter={self.max_iter!r} must be a positive integer")
-        if self.target_error is not None and not (self.target_error > 0):
-            raise ValueError(f"target_error={self.target_error!r} must be positive (or None)")
-        if self.time_budget is not None and not (self.time_budget > 0):
+        if not integer(self.max_iter) or self.max_iter < 1:
+            raise ValueError(f"max_iter={self.max_iter!r} must be a positive integer, e.g. 1000")
+        if self.target_error is not None and not (real(self.target_error) and self.target_error > 0
+                                                  and math.isfinite(self.target_error)):
+            raise ValueError(f"target_error={self.target_error!r} must be a positive finite number "
+                             "(a relative error such as 1e-8), or None")
+        if self.time_budget is not None and not (real(self.time_budget) and self.time_budget > 0
+                                                 and not math.isnan(self.time_budget)):
             raise ValueError(f"time_budget={self.time_budget!r} must be a positive number of seconds")
-        if not isinstance(self.patience, int) or self.patience < 1:
+        if not integer(self.patience) or self.patience < 1:
             raise ValueError(f"patience={self.patience!r} must be an integer >= 1")
+        if not integer(self.seed):
+            raise ValueError(f"seed={self.seed!r} must be an integer")
+        for name in ("progress", "record_error"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.callback is not None and not callable(self.callback):
             raise TypeError("callback must be callable as callback(iteration, info) -> bool")
-        return self
+        # NumPy scalars in, Python numbers out (they travel to workers and into JSON)
+        return replace(self, tol=float(self.tol), max_iter=int(self.max_iter),
+                       target_error=None if self.target_error is None else float(self.target_error),
+                       time_budget=None if self.time_budget is None else float(self.time_budget),
+                       patience=int(self.patience), seed=int(self.seed),
+                       progress=bool(self.progress), record_error=bool(self.record_error))
 
 
 def _norm64(x: torch.Tensor) -> float:
-    """Frobenius norm accumulated in float64 (no overflow/underflow for finite float32 data)."""
-    return float(torch.linalg.vector_norm(x, dtype=torch.float64))
+    """Frobenius norm in float64, scaled by the largest magnitude first (exact power of two), so
+    entries near 1e-170 or 1e200 neither underflow to 0 nor overflow to inf when squared."""
+    x = x.detach().to(torch.float64)
+    if x.numel() == 0:
+        return 0.0
+    m = float(x.abs().max())
+    if m == 0.0 or not math.isfinite(m):
+        return m
+    s = 2.0 ** math.floor(math.log2(m))
+    return s * float(torch.linalg.vector_norm(x / s))
+
+
+norm64 = _norm64
+
+#: seconds between log lines of a long solve when no progress bar is shown
+LOG_EVERY_S = 30.0
 
 
 class Monitor:
-    """Records the history of an iterative solve and decides when it stops (rules above)."""
+    """Records the history of an iterative solve and decides when it stops (rules above).
+
+    ``certify_from``: the tol rule may declare ``CONVERGED`` only from this iteration on (EAGLE:
+    when the lift phase is complete, so the D-step bounds the remaining error; before that a
+    direction with a small singular value contributes tiny steps while most of its mass is still
+    missing). ``guard_from``: from this iteration on the steps must not grow (EAGLE with A and B
+    frozen); the monitor keeps the iterate with the smallest step and stops with ``DIVERGED``
+    (returning that iterate via :attr:`best`) when the steps grow persistently.
+    ``certifier``: an optional ``() -> bool`` that may certify earlier than ``certify_from``
+    (EAGLE: A is already well conditioned, every singular value squared ≥ 1/2).
+    ``residual``: an optional ``() -> float`` independent check (relative residual) that must be
+    ``≤ tol`` as well before ``CONVERGED`` (CG, GD).
+    """
 
     def __init__(self, opts: SolverOptions, reference: Optional[torch.Tensor], desc: str = "",
-                 C0_norm: Optional[float] = None, denominator: Optional[float] = None):
+                 C0_norm: Optional[float] = None, denominator: Optional[float] = None,
+                 certify_from: int = 0, guard_from: Optional[int] = None,
+                 residual: Optional[Callable[[], float]] = None,
+                 certifier: Optional[Callable[[], bool]] = None):
         self.opts = opts
         self.ref = reference
         if reference is not None and denominator is None:
-            denominator = float(torch.linalg.vector_norm(reference))
+            denominator = _norm64(reference)
         self.ref_norm = denominator
         self.history = History()
         self.t0 = time.perf_counter()
@@ -105,10 +157,26 @@ class Monitor:
         self._prev_step = math.inf
         self.C0_norm = C0_norm
         self.status: Optional[Status] = None
+        self.certify_from = int(certify_from)
+        self.guard_from = guard_from
+        self.residual = residual
+        self.certifier = certifier
+        self.certified_at: Optional[int] = None
+        self.last_residual = float("nan")
+        self.best: Optional[torch.Tensor] = None     # iterate with the smallest guarded step
+        self.best_step = math.inf
+        self.best_iteration = 0
+        self._rising = 0
+        self.desc = desc or "solve"
         self._bar = None
+        self._last_log = self.t0
         if opts.progress:
-            from tqdm.auto import tqdm
-            self._bar = tqdm(total=opts.max_iter, desc=desc or "solve", unit="it", leave=False)
+            import sys
+            if sys.stderr is not None and sys.stderr.isatty():
+                from tqdm.auto import tqdm
+                self._bar = tqdm(total=opts.max_iter, desc=self.desc, unit="it", leave=False,
+                                 mininterval=0.5, maxinterval=5.0)
+        self._log_every = 5.0 if opts.progress else LOG_EVERY_S
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -116,15 +184,15 @@ class Monitor:
     def error_of(self, D: torch.Tensor) -> float:
         if self.ref is None:
             return float("nan")
-        diff = float(torch.linalg.vector_norm(D.to(self.ref.dtype) - self.ref))
+        diff = _norm64(D.to(self.ref.dtype) - self.ref)
         return diff / self.ref_norm if self.ref_norm > 0 else diff
 
     def record(self, D_new: torch.Tensor, D_old: torch.Tensor, *, rho: float = float("nan"),
                C_norm: Optional[float] = None) -> Optional[Status]:
         """Record iteration ``ℓ`` and return a :class:`Status` if the solve must stop."""
         self.iteration += 1
-        # norms summed in float64: in float32 a block of entries ~1e-20 (or ~1e20) squares to
-        # 0 (or inf), which made a far-from-converged run stop as "converged" after 2 steps
+        # scaled float64 norms: a block of entries ~1e-20 in float32 (or 1e-170 in float64)
+        # squares to 0, which made a far-from-converged run stop as "converged" after 2 steps
         dn = _norm64(D_new)
         step = _norm64(D_new - D_old) / max(dn, _TINY)
         if dn == 0.0:
@@ -134,19 +202,46 @@ class Monitor:
         self.history.append(step, err, self.elapsed(), rho)
         if self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix(step=f"{step:.2e}", err=f"{err:.2e}")
-        status = self._decide(step, err, dn, C_norm)
+            self._bar.set_postfix(step=f"{step:.2e}", err=f"{err:.2e}", refresh=False)
+        else:
+            now = time.perf_counter()
+            if now - self._last_log >= self._log_every:
+                self._last_log = now
+                log.info("%s: iteration %d, step %.2e, error %.2e, %.1f s", self.desc,
+                         self.iteration, step, err, now - self.t0)
+        status = self._decide(step, err, dn, C_norm, D_new)
         if status is not None:
             self.close()
             self.status = status
         return status
 
-    def _decide(self, step, err, dn, C_norm) -> Optional[Status]:
+    def _guard(self, step: float, D_new: torch.Tensor) -> Optional[Status]:
+        """Best-iterate bookkeeping and the growth rule once steps must be non-increasing."""
+        if self.guard_from is None or self.iteration < self.guard_from or not math.isfinite(step):
+            return None
+        if self.best is None or step < 0.5 * self.best_step:
+            # a clear improvement only: at the rounding floor the steps jitter, and the earliest
+            # iterate at the floor is the one rounding has had least time to move
+            self.best_step, self.best_iteration = step, self.iteration
+            self.best = D_new.clone()
+            self._rising = 0
+            return None
+        floor = 100.0 * torch.finfo(D_new.dtype).eps
+        if step > max(10.0 * self.best_step, floor):
+            self._rising += 1
+            if self._rising >= 5:
+                return Status.DIVERGED
+        return None
+
+    def _decide(self, step, err, dn, C_norm, D_new) -> Optional[Status]:
         o = self.opts
         if not (math.isfinite(dn) and math.isfinite(step)) or (C_norm is not None and not math.isfinite(C_norm)):
             return Status.NON_FINITE
         if C_norm is not None and self.C0_norm and C_norm > 1e6 * self.C0_norm:
             return Status.DIVERGED
+        guarded = self._guard(step, D_new)
+        if guarded is not None:
+            return guarded
         if o.target_error is not None and self.ref is not None:
             if err <= o.target_error:
                 return Status.CONVERGED
@@ -155,8 +250,12 @@ class Monitor:
                 self._small += 1
             else:
                 self._small = 0
-            if self._small >= o.patience:
-                return Status.CONVERGED
+            if self._small >= o.patience and self._certified():
+                if self.residual is None:
+                    return Status.CONVERGED
+                self.last_residual = float(self.residual())
+                if self.last_residual <= o.tol:
+                    return Status.CONVERGED
         self._prev_step = step
         if o.callback is not None and o.callback(self.iteration, {"step": step, "error": err,
                                                                    "time": self.elapsed()}):
@@ -166,6 +265,22 @@ class Monitor:
         if o.time_budget is not None and self.elapsed() >= o.time_budget:
             return Status.TIME_BUDGET
         return None
+
+    def _certified(self) -> bool:
+        if self.iteration >= self.certify_from:
+            return True
+        if self.certifier is not None and self.certifier():
+            self.certified_at = self.iteration
+            return True
+        return False
+
+    def final(self, D: torch.Tensor) -> torch.Tensor:
+        """The iterate to return. After a tol-based ``CONVERGED`` the last one; otherwise (the
+        iteration ran out, hit its budget or the steps grew) the guarded best iterate when there
+        is one — the solver never hands back an iterate worse than the best it has seen."""
+        if self.best is not None and self.status is not Status.CONVERGED:
+            return self.best
+        return D
 
     def close(self) -> None:
         if self._bar is not None:
@@ -190,6 +305,19 @@ def to_tensors(problem, device: torch.device, dtype: torch.dtype):
     def t(x):
         return torch.tensor(x, dtype=dtype, device=device)
     return t(problem.A), t(problem.B), t(problem.C)
+
+
+def scaled_tensors(problem, device: torch.device, dtype: torch.dtype):
+    """``(A/s_A, B/s_B, C/s_C, (s_A, s_B, s_C))``: every block divided by its largest power of
+    two in float64 *before* the cast, so float64 data far outside float32's range still converts
+    (``B A⁺ C = (s_B s_C / s_A) · B' A'⁺ C'``)."""
+    from ..result import pow2_of
+    out, scales = [], []
+    for x in (problem.A, problem.B, problem.C):
+        s = pow2_of(x)
+        out.append(torch.tensor(np.asarray(x, dtype=np.float64) / s, dtype=dtype, device=device))
+        scales.append(s)
+    return out[0], out[1], out[2], tuple(scales)
 
 
 def reference_tensor(problem, device, record: bool):

@@ -31,14 +31,17 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Optional
 
 import numpy as np
 import torch
 
-from ..kernels import eagle_update, lift_cap, orthonormal_sketch, sampling_sketch, spectral_norm_sq
-from ..result import SolveResult
-from .common import Monitor, SolverOptions, reference_tensor, resolve_device, resolve_dtype, to_tensors
+from ..kernels import (default_rcond, eagle_update, lift_cap, lift_point, orthonormal_sketch,
+                       sampling_sketch, spectral_norm_sq, well_conditioned)
+from ..result import SolveResult, Status
+from .common import (Monitor, SolverOptions, _norm64, reference_tensor, resolve_device, resolve_dtype,
+                     scaled_tensors)
 
 SKETCH_KINDS = ("orthonormal", "sample")
 
@@ -65,27 +68,44 @@ def sketched_eta(sketch_size: int, d: int) -> float:
 def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: float = 1.0,
           sketch_size: Optional[int] = None, sketch_kind: str = "orthonormal",
           norm: str = "auto", accelerate: bool = False, accel_tol: float = 1e-10,
+          rcond: Optional[float] = None, filter_order: Optional[int] = None,
           method_name: str = "eagle") -> SolveResult:
     """Run EAGLE (or GD/SGD with ``eta = 0``) on ``problem``; see the module docstring.
 
-    ``eta=None``: 1/3 unsketched, :func:`sketched_eta` with a sketch.
+    ``eta=None``: 1/3 unsketched, :func:`sketched_eta` with a sketch. ``rcond``: singular values
+    below ``rcond·σ_max`` are treated as zero (default ``sqrt(eps)``). ``filter_order``: the C/D
+    step of :func:`eagle_dist.kernels.eagle_update` (default 1, the filtered step, for EAGLE; 0,
+    plain gradient descent, for GD/SGD). Once A and B are frozen the filtered step uses order 2
+    (two extra thin products): with A fixed, numerically-null directions lifted to ~rcond would
+    otherwise keep adding ``b·eps`` per iteration (rank-1 A, B outside its row space: 6e-9 after
+    1,000 iterations with order 1).
     """
     device = resolve_device(opts.device)
     dtype = resolve_dtype(opts.dtype, problem.dtype)
-    if eta is None:
-        ok = isinstance(sketch_size, (int, np.integer)) and 1 <= sketch_size <= problem.d
-        eta = sketched_eta(int(sketch_size), problem.d) if ok else 1.0 / 3.0
-    if not (0.0 <= eta < 1.0):
-        raise ValueError(f"eta={eta!r} must lie in [0, 1) (η = 1 maps the top singular value to 0); "
-                         "the proofs use 1/3")
-    if not (0.0 < gamma < 2.0):
-        raise ValueError(f"gamma={gamma!r} must lie in (0, 2) for the C-update to contract; use 1")
-    d = problem.d
     if sketch_size is not None:
-        if not isinstance(sketch_size, int) or not (1 <= sketch_size <= d):
-            raise ValueError(f"sketch_size={sketch_size!r} must be an integer in 1..d = 1..{d}")
+        if isinstance(sketch_size, (bool, np.bool_)) or not isinstance(sketch_size, numbers.Integral) \
+                or not (1 <= sketch_size <= problem.d):
+            raise ValueError(f"sketch_size={sketch_size!r} must be an integer in 1..d = 1..{problem.d}")
+        sketch_size = int(sketch_size)
         if sketch_kind not in SKETCH_KINDS:
             raise ValueError(f"sketch_kind={sketch_kind!r}; use one of {SKETCH_KINDS}")
+    if eta is None:
+        eta = sketched_eta(sketch_size, problem.d) if sketch_size is not None else 1.0 / 3.0
+    if not _real(eta) or not (0.0 <= eta < 1.0):
+        raise ValueError(f"eta={eta!r} must lie in [0, 1) (η = 1 maps the top singular value to 0); "
+                         "the proofs use 1/3")
+    if not _real(gamma) or not (0.0 < gamma < 2.0):
+        raise ValueError(f"gamma={gamma!r} must lie in (0, 2) for the C-update to contract; use 1")
+    eta, gamma = float(eta), float(gamma)
+    if rcond is None:
+        rcond = default_rcond(dtype)
+    if not _real(rcond) or not (0.0 < rcond < 1.0):
+        raise ValueError(f"rcond={rcond!r} must lie in (0, 1): singular values below rcond·σ_max "
+                         "are treated as zero (default sqrt(eps))")
+    rcond = float(rcond)
+    if filter_order is None:
+        filter_order = 1 if eta > 0.0 else 0
+    d = problem.d
     if norm == "auto":
         norm = "stable" if (sketch_size is None and eta <= 1.0 / 3.0) else "power"
     if norm not in ("stable", "power"):
@@ -94,27 +114,56 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
         raise ValueError("norm='stable' needs eta <= 1/3 and no sketch (the rescale keeps ‖A‖₂ = 1 "
                          "only then); use norm='power'")
 
-    A, B, C = to_tensors(problem, device, dtype)
+    # Every block is divided by a power of two first (exact): data at 1e-170 or 1e200 is then
+    # handled at unit scale, and D = (s_B s_C / s_A) D' is undone at the end.
+    A, B, C, (s_a, s_b, s_c) = scaled_tensors(problem, device, dtype)
+    unscale = s_b * s_c / s_a
     D = torch.zeros(problem.n_query, problem.d_query, dtype=dtype, device=device)
-    ref = reference_tensor(problem, device, opts.record_error or opts.target_error is not None)
+    want_ref = opts.record_error or opts.target_error is not None
+    ref = reference_tensor(problem, device, want_ref)
+    if ref is not None:
+        ref = ref / unscale
     gen = torch.Generator(device="cpu").manual_seed(opts.seed)
 
-    # Normalise once: B A⁺ is unchanged by scaling A and B together (SPEC §2, stable form).
+    # Normalise once: B A⁺ is unchanged by scaling A and B together (the stable form).
     s2, v = spectral_norm_sq(A, iters=200, rtol=1e-8)
-    inv = 1.0 / (s2 ** 0.5) if s2 > 0.0 else math.inf
-    if not math.isfinite(inv) or inv == 0.0:
-        # without this guard an overflowing norm gave inv = 0, zeroed A and B and reported
-        # "converged" with D = 0; an underflowing one raised ZeroDivisionError
-        raise ValueError(f"A: ‖A‖₂² = {s2:g} is not a positive finite number in Python floats; "
-                         "rescale A and B by the same factor (B A⁺ is unchanged)")
+    if not (s2 > 0.0 and math.isfinite(s2)):
+        raise ValueError(f"A: ‖A‖₂² = {s2:g} after power-of-two scaling; A looks numerically zero "
+                         "(check the data or the block split)")
+    inv = 1.0 / (s2 ** 0.5)
     A, B = A * inv, B * inv
     scale = 1.0 / (1.0 - eta) if norm == "stable" else 1.0
 
-    mon = Monitor(opts, ref, desc=method_name, denominator=problem.error_denominator, C0_norm=float(torch.linalg.vector_norm(C, dtype=torch.float64)))
+    frac = 1.0 if sketch_size is None else sketch_size / d
     update_ab = eta > 0.0
+    # numerical-rank guard (kernels.lift_cap): stop lifting singular values below rcond
+    cap = lift_cap(dtype, eta, frac, rcond)
+    # from lift_point on every singular value above rcond is lifted, so the D-step bounds the
+    # remaining error; earlier, a well-conditioned A certifies it (kernels.well_conditioned)
+    certify_from = lift_point(dtype, eta, frac, rcond) if eta > 0.0 else 0
+    state = {"A": A, "lam": 1.0, "next_check": 0}
+
+    def certifier() -> bool:
+        it = mon.iteration
+        if it < state["next_check"]:
+            return False
+        state["next_check"] = it + 5            # a Gram product: not every iteration
+        lam = 1.0 if norm == "stable" else spectral_norm_sq(state["A"], iters=50, rtol=1e-6)[0]
+        return well_conditioned(state["A"], lam)
+
+    def grad_residual() -> float:
+        # GD/SGD certify a residual: ‖Aᵀ C_ℓ‖ / ‖Aᵀ C₀‖, the part of C still to be transferred
+        return _norm64(state["A"].T @ state["C"]) / max(state["AC0"], 1e-300)
+
+    if eta == 0.0:
+        state["C"], state["AC0"] = C, _norm64(A.T @ C)
+    mon = Monitor(opts, ref, desc=method_name,
+                  denominator=(problem.error_denominator / unscale) if want_ref else None,
+                  C0_norm=_norm64(C), certify_from=certify_from,
+                  guard_from=(cap + 1) if (eta > 0.0 and sketch_size is None) else None,
+                  certifier=certifier if eta > 0.0 else None,
+                  residual=grad_residual if eta == 0.0 else None)
     frozen_at = None
-    # numerical-rank guard (see kernels.lift_cap): stop lifting singular values below sqrt(eps)
-    cap = lift_cap(dtype, eta, 1.0 if sketch_size is None else sketch_size / d)
     ab_steps = 0
     rho = 1.0
     status = None
@@ -135,24 +184,44 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
             rho = 1.0 / s2 if s2 > 0 else 0.0
         A_old, D_old = A, D
         A, B, C, D = eagle_update(A, B, C, D, eta=eta, gamma=gamma, rho=rho, sketch=sketch,
-                                  scale=scale, update_ab=update_ab)
+                                  scale=scale, update_ab=update_ab,
+                                  filter_order=filter_order if update_ab or filter_order == 0 else 2)
+        state["A"], state["C"] = A, C
         if update_ab:
             ab_steps += 1
             if ab_steps >= cap:
                 update_ab, scale = False, 1.0
         if accelerate and update_ab and sketch is None:
-            # ‖A_new − A‖_F² = Σ (f(σ) − σ)²: small once the spectrum has settled (SPEC §2b)
-            change = float(torch.linalg.vector_norm(A - A_old) / torch.linalg.vector_norm(A))
-            if change * change < accel_tol:
+            # SPEC's accelerated variant: freeze once ‖I − AᵀA‖_F² is tiny (every singular value
+            # settled at 1; a change-based test froze before isolated small ones were lifted)
+            change = _norm64(A - A_old) / max(_norm64(A), 1e-300)
+            if change * change < accel_tol and well_conditioned(
+                    A, 1.0 if norm == "stable" else spectral_norm_sq(A, iters=50)[0],
+                    margin=accel_tol * min(A.shape)):
                 update_ab, scale = False, 1.0
                 frozen_at = mon.iteration + 1
-        status = mon.record(D, D_old, rho=rho, C_norm=float(torch.linalg.vector_norm(C, dtype=torch.float64)))
+        status = mon.record(D, D_old, rho=rho, C_norm=_norm64(C))
 
     if status.value == "non_finite" and not bool(torch.isfinite(D).all()):
         D = D_old if bool(torch.isfinite(D_old).all()) else torch.zeros_like(D)
-    D_np = D.cpu().numpy()
+    D = mon.final(D)
+    D_np = (D.to(torch.float64) * unscale).to(dtype).cpu().numpy()
+    range_note = None
+    if not np.isfinite(D_np).all():
+        # the iteration ran at unit scale; only undoing the scale left the dtype's range
+        range_note = (f"B A⁺ C is outside the {str(dtype).replace('torch.', '')} range "
+                      f"(scale factor {unscale:.3g}); solve in float64")
+        status = Status.NON_FINITE
+        D_np = np.zeros_like(D_np)
     info = {"eta": eta, "gamma": gamma, "norm": norm, "device": str(device),
-            "dtype": str(dtype).replace("torch.", "")}
+            "dtype": str(dtype).replace("torch.", ""), "rcond": rcond, "filter_order": filter_order,
+            "lift_cap": cap, "certify_from": certify_from,
+            "certified_at": mon.certified_at if mon.certified_at is not None else -1,
+            "best_iteration": mon.best_iteration}
+    if range_note:
+        info["range"] = range_note
+    if eta == 0.0 and not math.isnan(mon.last_residual):
+        info["residual"] = mon.last_residual
     if sketch_size is not None:
         info.update(sketch_size=sketch_size, sketch_kind=sketch_kind)
     if accelerate:
@@ -163,3 +232,7 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
         error=problem.error(D_np) if ref is not None else float("nan"),
         info=info,
     )
+
+
+def _real(v) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
