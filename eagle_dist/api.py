@@ -94,6 +94,9 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
                 raise ValueError(f"method={method!r} has no sketched form; sketch_size works with "
                                  f"{SKETCHABLE}")
             kw.update(sketch_size=sketch_size, sketch_kind=sketch_kind)
+        if method in ("gd", "sgd") and eta is not None:
+            raise ValueError(f"eta={eta!r}: method={method!r} is EAGLE with eta = 0 (A and B never "
+                             "move); drop eta, or use method='eagle'")
         if method in ("eagle", "gd", "sgd"):
             kw.update(norm=norm)
             if gamma is not None:

@@ -42,9 +42,10 @@ _MESSAGES = {
     "(try eta <= 1/3, gamma <= 1, or norm='power')",
     Status.NON_FINITE: "non-finite numbers (NaN/Inf) appeared; the returned D is the last finite "
     "iterate. Try float64, smaller step sizes, or check the input scaling",
-    Status.INEXACT: "inexact: the iteration settled, but the independent check shows the answer is "
-    "NOT B A⁺ C to the tolerance (info['check'] holds the measured gap). Distributed EAGLE in the "
-    "paper's mode is exact only on consistent data; use mode='gram' (exact for any data)",
+    Status.INEXACT: "inexact: the iteration stopped (it settled, broke down, or hit its condition "
+    "limit) but the independent check shows the answer is NOT B A⁺ C to the tolerance; "
+    "info['check'] holds the measured value. Distributed EAGLE in the paper's mode is exact only "
+    "on consistent data: use mode='gram', which is exact for any data",
 }
 
 

@@ -137,14 +137,14 @@ class Monitor:
     ``certifier``: an optional ``() -> bool`` that may certify earlier than ``certify_from``
     (EAGLE: A is already well conditioned, every singular value squared ≥ 1/2).
     ``residual``: an optional ``() -> float`` independent check (relative residual) that must be
-    ``≤ tol`` as well before ``CONVERGED`` (CG, GD).
+    ``≤ tol`` as well before ``CONVERGED`` (GD); with ``residual_only`` it is the whole rule (CG).
     """
 
     def __init__(self, opts: SolverOptions, reference: Optional[torch.Tensor], desc: str = "",
                  C0_norm: Optional[float] = None, denominator: Optional[float] = None,
                  certify_from: int = 0, guard_from: Optional[int] = None,
                  residual: Optional[Callable[[], float]] = None,
-                 certifier: Optional[Callable[[], bool]] = None):
+                 certifier: Optional[Callable[[], bool]] = None, residual_only: bool = False):
         self.opts = opts
         self.ref = reference
         if reference is not None and denominator is None:
@@ -161,6 +161,7 @@ class Monitor:
         self.guard_from = guard_from
         self.residual = residual
         self.certifier = certifier
+        self.residual_only = residual_only
         self.certified_at: Optional[int] = None
         self.last_residual = float("nan")
         self.best: Optional[torch.Tensor] = None     # iterate with the smallest guarded step
@@ -244,6 +245,11 @@ class Monitor:
             return guarded
         if o.target_error is not None and self.ref is not None:
             if err <= o.target_error:
+                return Status.CONVERGED
+        elif self.residual_only:
+            # CG: the residual rule alone decides (its D-steps say nothing on singular systems)
+            self.last_residual = float(self.residual())
+            if self.last_residual <= o.tol:
                 return Status.CONVERGED
         else:
             if step <= o.tol and step <= self._prev_step:

@@ -1,0 +1,153 @@
+"""Regression tests of the trust audit: no wrong answer may be labelled ``converged``.
+
+Each case failed on the code before the fix (the numbers in the comments are what it reported)
+and is checked here against ``numpy.linalg.pinv`` / ``numpy.linalg.lstsq``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from eagle_dist import Problem, lstsq, solve
+from eagle_dist.data import controlled
+from eagle_dist.result import Status
+
+
+def _collinear_regression(seed=0, m=200, k=20, rank=10, noise=0.01):
+    """X (m x k) of rank 10 with singular values 1 … 1e-2, y = X w + noise (collinear features)."""
+    rng = np.random.default_rng(seed)
+    U, _ = np.linalg.qr(rng.standard_normal((m, rank)))
+    V, _ = np.linalg.qr(rng.standard_normal((k, rank)))
+    X = U @ np.diag(np.logspace(0, -2, rank)) @ V.T
+    y = X @ rng.standard_normal(k) + noise * rng.standard_normal(m)
+    return X, y, np.linalg.lstsq(X, y, rcond=None)[0]
+
+
+def _rel(x, ref):
+    return float(np.linalg.norm(x - ref) / np.linalg.norm(ref))
+
+
+# 1. the fixed point is stable when A is rank-deficient and B leaves A's row space ---------------
+
+@pytest.mark.parametrize("max_iter", [100, 1000])
+def test_rank_deficient_noisy_lstsq_stays_at_the_answer(max_iter):
+    # was: 4e-13 at iteration 16, then error 25 at 100 and 487 at 1,000, status max_iterations
+    X, y, ref = _collinear_regression()
+    x, res = lstsq(X, y, max_iter=max_iter, return_result=True)
+    assert res.status is Status.CONVERGED
+    assert _rel(x, ref) < 1e-10
+
+
+def test_rank_deficient_run_forced_long_never_drifts_away():
+    # an unreachable tolerance forces 2,000 iterations: the iterate must stay at the answer and
+    # what is returned is never worse than the best iterate
+    X, y, ref = _collinear_regression(seed=1)
+    x, res = lstsq(X, y, tol=1e-300, max_iter=2000, return_result=True)
+    assert res.status is Status.MAX_ITERATIONS and not res.converged
+    assert max(res.history.error[20:]) < 1e-9
+    assert _rel(x, ref) < 1e-12
+
+
+def test_rank_one_a_with_b_outside_its_row_space():
+    # was: error 1e-16 at iteration 1, then 1e5 … 3e6
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((50, 1)) @ rng.standard_normal((1, 8))
+    b = rng.standard_normal(50)
+    x, res = lstsq(X, b, return_result=True)
+    assert res.converged
+    assert _rel(x, np.linalg.lstsq(X, b, rcond=None)[0]) < 1e-10
+
+
+# 3. CG on singular normal equations -----------------------------------------------------------
+
+def test_cg_on_singular_normal_equations_is_right_or_not_converged():
+    # was: converged, error 1775 (A is 1000 x 20: A Aᵀ has rank 20)
+    p = controlled(1000, 20, kappa=1, seed=0)
+    res = solve(p, "cg", tol=1e-10)
+    assert res.status is Status.CONVERGED
+    assert res.error < 1e-8
+    assert res.info["check"] <= 1e-10
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_float32_cg_never_claims_an_unmet_residual(seed):
+    # was: float32 CG "converged" with errors 1e-3 … 3e9 (tol below float32's reach)
+    p = controlled(200, 40, kappa=1e2, rank=20, seed=seed, dtype=np.float32)
+    res = solve(p, "cg", tol=1e-10, max_iter=300)
+    assert res.status is not Status.CONVERGED
+    assert np.isfinite(res.D).all() and res.error < 1e-2      # the best iterate is returned
+
+
+# 4. the D-step rule must not stop while a small singular value is still being lifted -----------
+
+@pytest.mark.parametrize("small", [3e-8, 5e-8])
+def test_isolated_small_singular_value_is_resolved_before_converged(small):
+    # was: converged at iteration 3 with 16 % (3e-8) / 4 % (5e-8) error, whatever the tol
+    rng = np.random.default_rng(0)
+    n = 100
+    Q1, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    Q2, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    s = np.ones(n)
+    s[-1] = small
+    A = Q1 @ np.diag(s) @ Q2.T
+    p = Problem.from_arrays(A, rng.standard_normal((2, n)) @ A, np.eye(n))
+    res = solve(p, "eagle", tol=1e-10)
+    assert res.status is Status.CONVERGED
+    # rounding alone limits float64 to about κ·eps = 7e-9 here
+    assert res.error < 1e-7
+    assert res.iterations >= res.info["certify_from"]
+
+
+def test_well_conditioned_full_rank_problems_certify_early():
+    # the certificate (A well conditioned) keeps the second-order iteration counts
+    p = controlled(120, 120, kappa=1e4, seed=0)
+    res = solve(p, "eagle", tol=1e-10)
+    assert res.converged and res.error < 1e-9
+    assert res.iterations < res.info["certify_from"] and res.info["certified_at"] > 0
+
+
+# 5. scale ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", ["eagle", "cg", "gd", "lstsq", "lsmr"])
+@pytest.mark.parametrize("factor_a,factor_b", [(1.0, 1e-170), (1e200, 1e200), (1e-150, 1.0)])
+def test_far_from_unit_scale_is_solved_or_refused_never_misreported(method, factor_a, factor_b):
+    # was: D̂ ~ 1e-170 "converged" with error 0.0 (true error 0.48); A, B at 1e200 refused
+    p0 = controlled(30, 30, 2, 2, kappa=10, seed=1)
+    p = Problem.from_arrays(p0.A * factor_a, p0.B * factor_b, p0.C)
+    kw = {"gd": dict(tol=1e-12, max_iter=20000)}.get(method, dict(tol=1e-12))
+    res = solve(p, method, **kw)
+    assert res.converged, (res.status, res.error)
+    ref = p0.reference * (factor_b / factor_a)                # B A⁺ C scales exactly like this
+    assert p.error_denominator > 0
+    rel = np.linalg.norm((res.D / (factor_b / factor_a)) - p0.reference) / np.linalg.norm(p0.reference)
+    assert rel < 1e-8 and res.error == pytest.approx(rel, rel=1e-3, abs=1e-14)
+    assert np.isfinite(ref).all()
+
+
+# also: options that were silently accepted ------------------------------------------------------
+
+@pytest.mark.parametrize("kw,name", [
+    (dict(tol=True), "tol"), (dict(tol=float("inf")), "tol"),
+    (dict(target_error=float("inf")), "target_error"), (dict(target_error=0.0), "target_error"),
+    (dict(max_iter=10.5), "max_iter"), (dict(max_iter=True), "max_iter"),
+    (dict(seed=1.5), "seed"),
+])
+def test_bad_options_are_refused_by_name(kw, name):
+    p = controlled(10, 10, kappa=10, seed=0)
+    with pytest.raises(ValueError, match=name):
+        solve(p, "eagle", **kw)
+
+
+def test_eta_for_gd_is_an_error_not_dropped():
+    p = controlled(10, 10, kappa=10, seed=0)
+    with pytest.raises(ValueError, match="eta"):
+        solve(p, "gd", eta=0.2)
+
+
+def test_numpy_scalars_are_accepted_everywhere():
+    p = controlled(20, 20, kappa=10, seed=0)
+    res = solve(p, "eagle", tol=np.float32(1e-6), max_iter=np.int64(200), seed=np.int32(0),
+                gamma=np.float32(1.0), eta=np.float64(1 / 3))
+    assert res.converged and isinstance(res.iterations, int)
+    res = solve(p, "eagle", sketch_size=np.int64(10), max_iter=np.int64(3000), tol=1e-4)
+    assert res.iterations >= 1
