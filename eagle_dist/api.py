@@ -1,6 +1,7 @@
 """Public entry points: :func:`solve` (any method, any regime, any backend) and :func:`lstsq`."""
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
@@ -14,6 +15,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 BACKENDS = ("inprocess", "torch", "ray")
 DISTRIBUTED_METHODS = ("eagle", "gd")
+
+
+class ConvergenceWarning(RuntimeWarning):
+    """Emitted by :func:`lstsq` when it returns an ``x`` whose status is not ``converged``."""
 
 
 class SolveError(RuntimeError):
@@ -34,7 +39,8 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
           accelerate: bool = False,
           workers: int = 1, backend: str = "inprocess", shards: Any = "contiguous",
           normalization: str = "local", timeout: float = 60.0, address: Optional[str] = None,
-          kernel: Optional[Callable] = None, throw: bool = False) -> SolveResult:
+          kernel: Optional[Callable] = None, mode: str = "auto", verify: bool = True,
+          rcond: Optional[float] = None, throw: bool = False) -> SolveResult:
     """Complete ``D̂ = B A⁺ C`` for ``problem`` with ``method``.
 
     Methods: ``eagle``, ``gd``, ``sgd`` (sketched GD), ``cg`` (normal equations), ``lsmr``,
@@ -43,7 +49,18 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
     Regimes: centralized (default); sketched with ``sketch_size=r`` (``eagle``/``sgd``;
     ``sketch_kind`` ``"orthonormal"`` or ``"sample"``, a fresh sketch every iteration); distributed
     with ``workers=M > 1`` or ``backend != "inprocess"`` (``eagle``/``gd``; column shards given by
-    ``shards``: ``"contiguous"``, ``"random"`` or a list of column-index arrays).
+    ``shards``: ``"contiguous"``, ``"random"`` or a list of column-index arrays). Distributed
+    ``mode``: ``"paper"`` (the paper's algorithm: all-reduce the mean (C', D'), (n + n')·d'
+    numbers a round, rounds grow like 1/α, exact only on consistent data — ``verify`` checks that
+    with a probe column and reports ``inexact`` otherwise), ``"gram"`` (all-reduce A Aᵀ and
+    B Aᵀ, (n + n')·n numbers while A moves and nothing after: the centralized iterates, exact on
+    any data, rounds independent of α and M) or ``"auto"`` (Gram while (n + n')·n ≤ 4M numbers
+    or n ≤ d', else paper).
+
+    ``rcond`` (EAGLE): singular values below ``rcond·σ_max`` count as zero (default sqrt(eps),
+    κ up to 6.7e7 resolved in float64). ``converged`` for EAGLE means the D-step rule held after
+    the lift phase was complete (or A was certified well conditioned), so every direction above
+    rcond is resolved; CG/GD/LSMR/LSQR check the true residual with LSQR's tests.
 
     Stopping (all methods): relative D-step ``≤ tol`` (``patience`` times in a row),
     ``target_error`` on the true relative error, ``max_iter``, ``time_budget`` seconds, or
@@ -67,7 +84,7 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
         raise ValueError(f"method={method!r} is unknown; choose one of {sorted(METHODS)}")
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}; choose one of {BACKENDS}")
-    if not isinstance(workers, (int, np.integer)) or workers < 1:
+    if isinstance(workers, (bool, np.bool_)) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers={workers!r} must be a positive integer")
     opts = SolverOptions(tol=tol, max_iter=max_iter, target_error=target_error,
                          time_budget=time_budget, callback=callback, device=device, dtype=dtype,
@@ -84,7 +101,8 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
         result = solve_distributed(
             problem, opts, method=method, workers=int(workers), backend=backend, shards=shards,
             eta=eta, gamma=gamma, normalization=normalization, accelerate=accelerate,
-            timeout=timeout, address=address, kernel=kernel)
+            timeout=timeout, address=address, kernel=kernel, mode=mode, verify=verify,
+            rcond=rcond)
     else:
         kw: dict = {}
         if method == "sgd" and sketch_size is None:
@@ -103,10 +121,12 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
                 kw["gamma"] = gamma
             if method == "eagle":
                 kw["accelerate"] = accelerate
+                kw["rcond"] = rcond
                 if eta is not None:
                     kw["eta"] = eta
         else:
-            extra = [k for k, v in (("eta", eta), ("gamma", gamma)) if v is not None]
+            extra = [k for k, v in (("eta", eta), ("gamma", gamma), ("rcond", rcond))
+                     if v is not None]
             if extra:
                 raise ValueError(f"{extra} only apply to eagle/gd/sgd, not method={method!r}")
         result = METHODS[method](problem, opts, **kw)
@@ -142,6 +162,10 @@ def lstsq(A, b, *, method: str = "eagle", tol: float = 1e-12, max_iter: int = 10
     k = A.shape[1]
     prob = Problem.from_arrays(A.T, b_arr.T, np.eye(k, dtype=A.dtype), name="lstsq")
     res = solve(prob, method, tol=tol, max_iter=max_iter, **kwargs)
+    if not res.converged and not return_result:
+        # the caller gets only x: say loudly that it is not a certified least-squares solution
+        warnings.warn(f"lstsq({method!r}): x is NOT certified — {res.status.message}",
+                      ConvergenceWarning, stacklevel=2)
     x = res.D.T                                   # (k, p)
     x = x[:, 0] if vector else x
     return (x, res) if return_result else x

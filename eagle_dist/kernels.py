@@ -44,6 +44,8 @@ def eagle_update(
     scale: float = 1.0,
     update_ab: bool = True,
     filter_order: int = 0,
+    gram: Optional[Tensor] = None,
+    cross: Optional[Tensor] = None,
 ) -> Blocks:
     """One EAGLE UPDATE; returns new ``(A, B, C, D)`` and never modifies its inputs.
 
@@ -56,6 +58,11 @@ def eagle_update(
         scale: factor ``s`` applied to the new A and B (see module docstring).
         update_ab: ``False`` skips the A/B update (the accelerated variant, once A is well
             conditioned; also used by gradient descent where ``eta = 0``).
+        gram, cross: the *Gram mode* of distributed EAGLE: ``A`` and ``B`` are one worker's column
+            shard, and ``gram = A Aᵀ`` (n x n) and ``cross = B Aᵀ`` (n' x n) of the WHOLE matrix
+            are given (all-reduced sums of the shards' products). The update is then exactly the
+            centralized one restricted to the shard's columns (``A AᵀA`` restricted to them is
+            ``(A Aᵀ) A^μ``), with the replicated C and D updated identically on every worker.
         filter_order: ``m = 0`` is the paper's C/D step (``ρ ÃÃᵀ C``); ``m ≥ 1`` the *filtered*
             step ``C ← C − γρ^{m+1} (ÃÃᵀ)^{m+1} C``, ``D ← D + γρ^{m+1} B̃ (ÃᵀÃ)^m Ãᵀ C``.
 
@@ -85,6 +92,11 @@ def eagle_update(
     do_ab = update_ab and eta != 0.0
     c = -eta * rho
 
+    if gram is not None:
+        if sketch is not None or cross is None:
+            raise ValueError("gram= needs cross= (B Aᵀ) and no sketch")
+        return _gram_update(A, B, C, D, gram, cross, eta=eta, gamma=gamma, rho=rho, scale=scale,
+                            do_ab=do_ab, m=filter_order)
     T = At.T @ C                                                # (r, d') — uses the OLD C
     G = K = sym = None
     if do_ab:
@@ -157,6 +169,32 @@ def eagle_update(
             B_new = torch.addmm(B, dB, sketch.T, alpha=c)
     if scale != 1.0:
         A_new.mul_(scale)                                        # fresh tensors: safe in place
+        B_new.mul_(scale)
+    return A_new, B_new, C_new, D_new
+
+
+def _gram_update(A, B, C, D, K, BAt, *, eta, gamma, rho, scale, do_ab, m) -> Blocks:
+    """:func:`eagle_update` from the given whole-matrix ``K = A Aᵀ`` and ``BAt = B Aᵀ`` (the
+    d > n form of the update, which never needs the other shards' columns)."""
+    KC = C if m == 0 else K @ C
+    for _ in range(m - 1):
+        KC = K @ KC
+    r2 = gamma * rho ** (m + 1)
+    if m == 0:
+        C_new = torch.addmm(C, K, C, alpha=-gamma * rho)        # C − γρ A AᵀC
+        D_new = torch.addmm(D, BAt, C, alpha=gamma * rho)       # D + γρ B AᵀC
+    else:
+        C_new = torch.addmm(C, K, KC, alpha=-r2)
+        D_new = torch.addmm(D, BAt, KC, alpha=r2)
+    if not do_ab:
+        if scale != 1.0:
+            return A * scale, B * scale, C_new, D_new
+        return A, B, C_new, D_new
+    c = -eta * rho
+    A_new = torch.addmm(A, K, A, alpha=c)                        # (I − ηρ AAᵀ) A^μ
+    B_new = torch.addmm(B, BAt, A, alpha=c)                      # B^μ − ηρ (B Aᵀ) A^μ
+    if scale != 1.0:
+        A_new.mul_(scale)
         B_new.mul_(scale)
     return A_new, B_new, C_new, D_new
 

@@ -19,6 +19,7 @@ class Status(str, enum.Enum):
     DIVERGED = "diverged"
     NON_FINITE = "non_finite"
     INEXACT = "inexact"
+    UNVERIFIED = "unverified"
 
     @property
     def ok(self) -> bool:
@@ -42,6 +43,9 @@ _MESSAGES = {
     "(try eta <= 1/3, gamma <= 1, or norm='power')",
     Status.NON_FINITE: "non-finite numbers (NaN/Inf) appeared; the returned D is the last finite "
     "iterate. Try float64, smaller step sizes, or check the input scaling",
+    Status.UNVERIFIED: "unverified: the stopping rule was met but no independent check could be "
+    "run (a custom kernel, or distributed EAGLE with verify=False), so the answer is NOT promised "
+    "to meet the tolerance; rerun with verify=True or mode='gram', or check it yourself",
     Status.INEXACT: "inexact: the iteration stopped (it settled, broke down, or hit its condition "
     "limit) but the independent check shows the answer is NOT B A⁺ C to the tolerance; "
     "info['check'] holds the measured value. Distributed EAGLE in the paper's mode is exact only "

@@ -33,7 +33,8 @@ def test_rounds_smoke_writes_files_and_true_counts(tmp_path):
     r = next(r for r in rows if r["sweep"] == "M" and r["method"] == "eagle" and r["workers"] == "3")
     prob, shards = alpha_problem(int(r["n"]), int(r["n"]), 3, alpha=1.0, kappa_max=1e3,
                                  n_query=2, d_query=1, seed=0)
-    again = solve(prob, "eagle", workers=3, shards=shards, target_error=1e-8, max_iter=300)
+    again = solve(prob, "eagle", workers=3, shards=shards, target_error=1e-8, max_iter=300,
+                  mode="paper")
     assert again.iterations == int(r["rounds"]) and r["reached"] == "True"
     # GD: the exact recurrence matches the measured curve; capped runs say so
     for g in (r for r in rows if r["method"] == "gd"):
@@ -97,5 +98,5 @@ def test_plain_distributed_eagle_converges_at_small_alpha():
     than ~90 rounds could stall at a wrong fixed point. The α-sweep at α = 0.01 needs ~10x that."""
     prob, shards = alpha_problem(40, 40, 3, alpha=0.01, kappa_max=1e3, seed=0)
     plain = solve(prob, "eagle", workers=3, shards=shards, target_error=1e-8, max_iter=3000,
-                  kernel=EagleKernel(1 / 3, 1.0))
+                  kernel=EagleKernel(1 / 3, 1.0), mode="paper")
     assert plain.converged and plain.error <= 1e-8 and plain.iterations > 300

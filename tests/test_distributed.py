@@ -29,7 +29,7 @@ def test_backends_produce_the_same_iterates(small):
     """in-process, torch (3 gloo processes) and Ray (3 actors): same per-round errors and D."""
     prob, shards = small
     runs = {be: solve(prob, "eagle", workers=3, shards=shards, backend=be, tol=1e-300, max_iter=12,
-                      timeout=30) for be in ("inprocess", "torch", "ray")}
+                      timeout=30, mode="paper") for be in ("inprocess", "torch", "ray")}
     base = runs["inprocess"]
     assert base.rounds == 12
     for be in ("torch", "ray"):
@@ -42,10 +42,11 @@ def test_backends_produce_the_same_iterates(small):
         assert np.max(np.abs(r.D - base.D)) <= 1e-12 * np.max(np.abs(base.D))
 
 
+@pytest.mark.parametrize("mode", ["paper", "gram"])
 @pytest.mark.parametrize("M", [1, 2, 4])
-def test_converges_to_nystrom_on_consistent_data(M):
+def test_converges_to_nystrom_on_consistent_data(M, mode):
     prob, shards = alpha_problem(30, 30, M, alpha=1.0, kappa_max=1e3, seed=M)
-    res = solve(prob, "eagle", workers=M, shards=shards, tol=1e-13, max_iter=500)
+    res = solve(prob, "eagle", workers=M, shards=shards, tol=1e-13, max_iter=500, mode=mode)
     ref = prob.B @ np.linalg.pinv(prob.A) @ prob.C          # independent reference
     assert res.converged
     assert np.linalg.norm(res.D - ref) <= 1e-8 * np.linalg.norm(ref)
@@ -58,7 +59,8 @@ def test_random_and_explicit_shards_converge():
     W = rng.standard_normal((2, 20))
     prob = Problem.from_arrays(A, W @ A, A @ rng.standard_normal((60, 1)))
     for shards in ("random", [list(range(0, 60, 2)), list(range(1, 60, 2))]):
-        res = solve(prob, "eagle", workers=2, shards=shards, tol=1e-13, max_iter=2000)
+        res = solve(prob, "eagle", workers=2, shards=shards, tol=1e-13, max_iter=2000,
+                    mode="paper")
         assert res.converged and res.error < 1e-8
 
 
@@ -88,7 +90,8 @@ def test_alpha_above_cap_is_rejected():
 def test_eagle_needs_far_fewer_rounds_than_gd():
     """α ≈ 1, κ_max = 1e3, M = 4: EAGLE rounds to 1e-6 ≤ 1/50 of distributed GD's."""
     prob, shards = alpha_problem(40, 40, 4, alpha=1.0, kappa_max=1e3, d_query=1, seed=0)
-    eagle = solve(prob, "eagle", workers=4, shards=shards, target_error=1e-6, max_iter=1000)
+    eagle = solve(prob, "eagle", workers=4, shards=shards, target_error=1e-6, max_iter=1000,
+                  mode="paper")
     assert eagle.converged and eagle.error <= 1e-6
     gd = solve(prob, "gd", workers=4, shards=shards, target_error=1e-6,
                max_iter=50 * eagle.rounds)
@@ -97,11 +100,22 @@ def test_eagle_needs_far_fewer_rounds_than_gd():
 
 def test_bytes_per_round_are_the_message_size():
     prob, shards = alpha_problem(30, 30, 3, alpha=1.0, n_query=2, d_query=3, seed=0)
-    res = solve(prob, "eagle", workers=3, shards=shards, max_iter=5, tol=1e-300)
     n, nq, dq = prob.n, prob.n_query, prob.d_query
-    assert res.bytes_per_worker_per_round == (n + nq) * dq * 8
-    assert res.info["message_elements"] == (n + nq) * dq
-    assert res.bytes_total == 3 * res.bytes_per_worker_per_round * res.rounds
+    # the paper's message: (n + n')·d' numbers; its verification probe adds one column
+    for verify, cols in ((False, dq), (True, dq + 1)):
+        res = solve(prob, "eagle", workers=3, shards=shards, max_iter=5, tol=1e-300, mode="paper",
+                    verify=verify)
+        assert res.bytes_per_worker_per_round == (n + nq) * cols * 8
+        assert res.info["message_elements"] == (n + nq) * cols
+        assert res.bytes_total == 3 * (res.bytes_per_worker_per_round * res.rounds
+                                       + res.info["setup_bytes_per_worker"])
+    # the Gram mode: one triangle of A Aᵀ and B Aᵀ, only while A and B still move
+    res = solve(prob, "eagle", workers=3, shards=shards, max_iter=60, tol=1e-300, mode="gram")
+    per_round = (n * (n + 1) // 2 + nq * n) * 8
+    assert res.bytes_per_worker_per_round == per_round
+    # round 1 uses the start-up Grams; A, B move for lift_cap = 51 rounds in float64
+    assert res.info["bytes_sent_per_worker"] == per_round * (min(res.rounds, 51) - 1)
+    assert res.info["setup_bytes_per_worker"] == per_round
 
 
 def test_gd_matches_independent_distributed_gd():
@@ -120,11 +134,12 @@ def test_gd_matches_independent_distributed_gd():
 def test_global_normalization_and_accelerate_converge():
     prob, shards = alpha_problem(30, 30, 3, alpha=1.0, kappa_max=1e3, seed=5)
     g = solve(prob, "eagle", workers=3, shards=shards, normalization="global", target_error=1e-10,
-              max_iter=500)
+              max_iter=500, mode="paper")
     a = solve(prob, "eagle", workers=3, shards=shards, accelerate=True, target_error=1e-10,
-              max_iter=500)
+              max_iter=500, mode="paper")
     assert g.converged and a.converged
-    assert g.info["setup_bytes_per_worker"] == 8
+    # one max-norm scalar, and the probe's A x and B x (n + n' numbers)
+    assert g.info["setup_bytes_per_worker"] == 8 * (1 + prob.n + prob.n_query)
     assert a.info["ab_frozen_at_min"] > 0
 
 
@@ -182,3 +197,19 @@ def test_dead_or_hung_worker_fails_fast(backend, mode):
     assert elapsed < 60, f"failure took {elapsed:.1f}s to surface"
     assert "aborted" in str(exc.value)
     assert _no_leftover_workers()
+
+
+def test_gram_mode_gives_the_centralized_answer_whatever_alpha_on_every_backend():
+    """α = 1e-6: the paper's mode would need ~1e7 rounds per decade; the Gram mode runs the
+    centralized iteration (same rounds, same D) on in-process workers, torch processes and Ray."""
+    prob, shards = alpha_problem(24, 24, 2, alpha=1e-6, kappa_max=1e2, seed=4)
+    central = solve(prob, "eagle", tol=1e-12)
+    assert central.converged
+    for backend in ("inprocess", "torch", "ray"):
+        res = solve(prob, "eagle", workers=2, shards=shards, backend=backend, mode="gram",
+                    tol=1e-12, timeout=30)
+        assert res.converged and res.info["mode"] == "gram", backend
+        assert abs(res.rounds - central.iterations) <= 1, (backend, res.rounds, central.iterations)
+        np.testing.assert_allclose(res.D, central.D, rtol=0, atol=1e-12 * np.abs(central.D).max())
+        ref = prob.B @ np.linalg.pinv(prob.A) @ prob.C
+        assert np.linalg.norm(res.D - ref) <= 1e-10 * np.linalg.norm(ref)

@@ -18,6 +18,7 @@ driver watches the processes / actors, and on the first failure terminates all o
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import time
@@ -30,7 +31,7 @@ import torch
 from ..result import History, SolveResult, Status
 from ..solvers.common import SolverOptions, resolve_device, resolve_dtype
 from .shards import make_shards
-from .worker import EagleKernel, FaultInjection, RoundConfig, ShardWorker, run_rounds
+from .worker import MODES, EagleKernel, FaultInjection, RoundConfig, ShardWorker, run_rounds
 
 log = logging.getLogger(__name__)
 
@@ -312,42 +313,93 @@ def shutdown_ray() -> None:
 
 
 # ------------------------------------------------------------------------------------------------
+#: ``mode="auto"`` picks the Gram mode while its per-round message, (n + n')·n numbers, stays
+#: at or below this many (32 MiB in float64) — or whenever n ≤ d', where the paper's message is
+#: no smaller anyway — and the paper's mode beyond (large n: the paper's message is d'/n of the
+#: Gram message, at the price of α-dependent rounds and exactness on consistent data only).
+GRAM_AUTO_MAX_ELEMENTS = 4_194_304
+
+
+def choose_mode(mode: str, n: int, n_query: int, d_query: int, method: str = "eagle") -> str:
+    """Resolve ``mode`` (``"auto"`` by the cost model above; GD always runs the paper's loop,
+    whose mean gradient is already exact)."""
+    if mode not in ("auto",) + MODES:
+        raise ValueError(f"mode={mode!r}; use 'auto', 'paper' or 'gram'")
+    if method == "gd":
+        if mode == "gram":
+            raise ValueError("mode='gram' is for method='eagle'; distributed GD (all-reduced mean "
+                             "gradients) is exact in the paper's loop already")
+        return "paper"
+    if mode != "auto":
+        return mode
+    return "gram" if (n <= d_query or (n + n_query) * n <= GRAM_AUTO_MAX_ELEMENTS) else "paper"
+
+
 def prepare(problem, opts: SolverOptions, *, method: str = "eagle", workers: int = 2,
             shards="contiguous", eta: Optional[float] = None, gamma: Optional[float] = None,
             normalization: str = "local", accelerate: bool = False, timeout: float = 60.0,
-            kernel=None, fault: Optional[FaultInjection] = None) -> List[dict]:
+            kernel=None, fault: Optional[FaultInjection] = None, mode: str = "auto",
+            verify: bool = True, rcond: Optional[float] = None) -> List[dict]:
     """Validate everything and build each rank's :func:`worker_main` arguments (no process
-    is started here: bad shards, step sizes or timeouts fail before any worker exists)."""
+    is started here: bad shards, step sizes or timeouts fail before any worker exists).
+
+    Every block is divided by its largest power of two first (exact); ``unscale`` in the payload
+    says how to undo it on D (``B A⁺ C`` scales as ``s_B s_C / s_A``)."""
+    import numbers
+    from ..result import pow2_of
+
+    def real(v):
+        return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+
     if method not in ("eagle", "gd"):
         raise ValueError(f"method={method!r} has no distributed form; use 'eagle' or 'gd'")
     if method == "gd":
-        if eta not in (None, 0, 0.0):
-            raise ValueError("method='gd' is EAGLE with eta = 0; do not pass eta")
+        if eta is not None and eta != 0:
+            raise ValueError(f"eta={eta!r}: method='gd' is EAGLE with eta = 0; drop eta")
         eta = 0.0
-    eta = 1.0 / 3.0 if eta is None else float(eta)
-    gamma = 1.0 if gamma is None else float(gamma)
-    if not (0.0 <= eta <= 1.0 / 3.0):
+    eta = 1.0 / 3.0 if eta is None else eta
+    gamma = 1.0 if gamma is None else gamma
+    if not real(eta) or not (0.0 <= eta <= 1.0 / 3.0):
         raise ValueError(f"eta={eta!r}: the distributed rounds use the normalised form (ρ_μ = 1 with "
                          "the 1/(1-η) rescale), valid for 0 <= eta <= 1/3")
-    if not (0.0 < gamma < 2.0):
+    if not real(gamma) or not (0.0 < gamma < 2.0):
         raise ValueError(f"gamma={gamma!r} must lie in (0, 2); use 1")
+    eta, gamma = float(eta), float(gamma)
     if normalization not in ("local", "global"):
         raise ValueError(f"normalization={normalization!r}; use 'local' or 'global'")
-    if not (timeout > 0):
-        raise ValueError(f"timeout={timeout!r} must be a positive number of seconds")
+    if not real(timeout) or not (timeout > 0):
+        raise ValueError(f"timeout={timeout!r} must be a positive, finite number of seconds "
+                         "(how long a collective may wait for a silent worker)")
+    if not isinstance(verify, (bool, np.bool_)):
+        raise ValueError(f"verify={verify!r} must be True or False")
+    if rcond is not None and not (real(rcond) and 0.0 < rcond < 1.0):
+        raise ValueError(f"rcond={rcond!r} must lie in (0, 1) (default sqrt(eps))")
+    custom = kernel is not None and not isinstance(kernel, EagleKernel)
+    if custom and mode == "auto":
+        mode = "paper"                     # a learned/custom layer is the paper's local kernel
+    mode = choose_mode(mode, problem.n, problem.n_query, problem.d_query, method)
+    if custom and mode == "gram":
+        raise ValueError("a custom kernel runs in the paper's mode (mode='paper'): the Gram mode "
+                         "is the centralized EAGLE update")
     shard_idx = make_shards(problem.d, workers, shards, seed=opts.seed)
     if kernel is None:
-        kernel = EagleKernel(eta=eta, gamma=gamma)
+        kernel = EagleKernel(eta=eta, gamma=gamma, rcond=rcond)
     elif not callable(kernel):
         raise TypeError("kernel must be callable as kernel(A, B, C, D) -> (A, B, C, D)")
     dtype = "float32" if resolve_dtype(opts.dtype, problem.dtype) == torch.float32 else "float64"
     want_ref = opts.record_error or opts.target_error is not None
+    s_a, s_b, s_c = pow2_of(problem.A), pow2_of(problem.B), pow2_of(problem.C)
+    unscale = s_b * s_c / s_a
     cfg = RoundConfig(workers=workers, normalization=normalization, accelerate=accelerate,
-                      opts=opts, fault=fault)
-    return [dict(A=np.ascontiguousarray(problem.A[:, s]), B=np.ascontiguousarray(problem.B[:, s]),
-                 C=problem.C, reference=problem.reference if want_ref else None,
-                 denominator=problem.error_denominator if want_ref else None, kernel=kernel,
-                 cfg=cfg, dtype=dtype, device=opts.device or "auto", timeout=timeout)
+                      opts=opts, fault=fault, mode=mode, verify=bool(verify), unscale=unscale)
+    A = problem.A.astype(np.float64) / s_a
+    B = problem.B.astype(np.float64) / s_b
+    C = problem.C.astype(np.float64) / s_c
+    ref = problem.reference / unscale if want_ref else None
+    den = problem.error_denominator / unscale if want_ref else None
+    return [dict(A=np.ascontiguousarray(A[:, s]), B=np.ascontiguousarray(B[:, s]), C=C,
+                 reference=ref, denominator=den, kernel=kernel, cfg=cfg, dtype=dtype,
+                 device=opts.device or "auto", timeout=timeout)
             for s in shard_idx]
 
 
@@ -359,12 +411,20 @@ def assemble(problem, outs: List[Dict[str, Any]], *, method: str, backend: str, 
     kernel = out["kernel"]
     hist = History(step=list(out["history"]["step"]), error=list(out["history"]["error"]),
                    time=list(out["history"]["time"]), rho=[1.0] * len(out["history"]["step"]))
-    D = np.asarray(out["D"])
+    status = Status(out["status"])
+    D = np.asarray(out["D"], dtype=np.float64) * cfg.unscale
+    D = D.astype(np.float32 if out["dtype"] == "float32" else np.float64)
+    if not np.isfinite(D).all():
+        status, D = Status.NON_FINITE, np.zeros_like(D)
     itemsize = np.dtype(out["dtype"]).itemsize
-    info = dict(normalization=cfg.normalization, shards=shards if isinstance(shards, str) else "explicit",
+    info = dict(mode=out.get("mode", cfg.mode), normalization=cfg.normalization,
+                shards=shards if isinstance(shards, str) else "explicit",
                 setup_bytes_per_worker=out["setup_bytes"], rounds_time_s=out["time_s"],
                 wall_time_s=wall, message_elements=out["bytes_per_round"] // itemsize,
-                device=out.get("device", ""))
+                bytes_sent_per_worker=out.get("bytes_sent", 0),
+                probe_gap=out.get("probe_gap", float("nan")),
+                certified_at=out.get("certified_at", -1),
+                best_iteration=out.get("best_iteration", 0), device=out.get("device", ""))
     if isinstance(kernel, EagleKernel):
         info.update(eta=kernel.eta, gamma=kernel.gamma)
     else:
@@ -374,10 +434,10 @@ def assemble(problem, outs: List[Dict[str, Any]], *, method: str, backend: str, 
         info["ab_frozen_at_min"], info["ab_frozen_at_max"] = int(min(frozen)), int(max(frozen))
     has_ref = outs[0]["reference"] is not None
     return SolveResult(
-        D=D, status=Status(out["status"]), iterations=out["rounds"], time_s=wall, history=hist,
+        D=D, status=status, iterations=out["rounds"], time_s=wall, history=hist,
         method=method, regime="distributed", backend=backend, workers=cfg.workers,
         bytes_per_worker_per_round=out["bytes_per_round"],
-        bytes_total=cfg.workers * (out["bytes_per_round"] * out["rounds"] + out["setup_bytes"]),
+        bytes_total=cfg.workers * (out.get("bytes_sent", 0) + out["setup_bytes"]),
         error=problem.error(D) if has_ref else float("nan"), info=info)
 
 
@@ -386,14 +446,19 @@ def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", wo
                       gamma: Optional[float] = None, normalization: str = "local",
                       accelerate: bool = False, timeout: float = 60.0,
                       address: Optional[str] = None, kernel=None,
-                      fault: Optional[FaultInjection] = None) -> SolveResult:
-    """Distributed EAGLE (``method="eagle"``) or distributed GD (``"gd"``, η = 0) — SPEC §2b.
+                      fault: Optional[FaultInjection] = None, mode: str = "auto",
+                      verify: bool = True, rcond: Optional[float] = None) -> SolveResult:
+    """Distributed EAGLE (``method="eagle"``) or distributed GD (``"gd"``, η = 0).
 
+    ``mode``: ``"paper"`` (all-reduce the mean (C', D'); exact on consistent data, ``verify``
+    checks it with a probe column), ``"gram"`` (all-reduce A Aᵀ and B Aᵀ; the centralized
+    iterates, exact on any data) or ``"auto"`` (:func:`choose_mode`).
     All validation happens in :func:`prepare`, before any process or actor starts.
     """
     payload = prepare(problem, opts, method=method, workers=workers, shards=shards, eta=eta,
                       gamma=gamma, normalization=normalization, accelerate=accelerate,
-                      timeout=timeout, kernel=kernel, fault=fault)
+                      timeout=timeout, kernel=kernel, fault=fault, mode=mode, verify=verify,
+                      rcond=rcond)
     t0 = time.perf_counter()
     if backend == "inprocess":
         if fault is not None:

@@ -1,22 +1,37 @@
-"""The one worker code path of distributed EAGLE / GD (SPEC §2b), shared by every backend.
+"""The one worker code path of distributed EAGLE / GD, shared by every backend.
 
-Each round::
+Two modes, both built on :func:`eagle_dist.kernels.eagle_update`:
 
-    every worker μ:   (A^μ, B^μ, C'_μ, D'_μ) ← kernel(A^μ, B^μ, C, D)     # purely local
-    all-reduce:       C ← mean_μ C'_μ,   D ← mean_μ D'_μ                   # the only message
+* ``"paper"`` (the paper's algorithm)::
 
-:func:`run_rounds` runs this loop for the workers held by *one process*: one worker per process
+      every worker μ:   (A^μ, B^μ, C'_μ, D'_μ) ← kernel(A^μ, B^μ, C, D)     # purely local
+      all-reduce:       C ← mean_μ C'_μ,   D ← mean_μ D'_μ                   # the only message
+
+  ``(n + n')·d'`` numbers per round, rounds ≈ O(log κ_max + α⁻¹ log 1/ε). Exact (it converges
+  to ``B A⁺ C``) only on *consistent* data; on noisy data it converges near, not to, it.
+* ``"gram"`` (exact centralized iterates over shards): each round all-reduce ``A Aᵀ = Σ A^μA^μᵀ``
+  and ``B Aᵀ = Σ B^μA^μᵀ`` (``(n + n')·n`` numbers), then every worker applies the centralized
+  update to its shard and to the replicated C, D. Same iterates as the centralized solve whatever
+  α and M, exact on any data; once A, B are frozen (the numerical-rank guard) the Gram blocks no
+  longer change and the remaining rounds send nothing.
+
+:func:`run_rounds` runs the loop for the workers held by *one process*: one worker per process
 under torchrun / Ray / the spawned-process backend (``comm`` = a torch.distributed all-reduce),
-all M workers in the in-process backend (``comm`` = identity). The message is one flat tensor of
-``(n + n')·d'`` numbers (+1 control number when a time budget or callback needs a collective
-vote), so the bytes each worker sends are counted from the tensor actually reduced.
+all M workers in the in-process backend (``comm`` = identity, the sum taken over local workers).
+Bytes are counted from the tensors actually reduced.
 
-Every rank holds the tiny ``n' x d'`` reference, so stopping decisions (D-step, target error,
-max rounds) are computed from bit-identical reduced tensors and agree on all ranks without extra
-communication.
+Verification (``verify=True``, paper mode): one extra *probe* column ``c = A x`` (x random) rides
+along in C. Its exact answer is ``B A⁺ A x``, which equals ``B x`` — known from one all-reduce
+of n' numbers at start-up — exactly when the data is consistent, i.e. exactly when the paper's
+mode is exact. ``CONVERGED`` is said only when the probe's answer matches ``B x`` to the
+tolerance; a probe that stops improving short of it gives ``INEXACT`` with the measured gap.
+
+Every rank holds the same reduced tensors, so stopping decisions agree on all ranks without
+extra communication.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field, replace
@@ -25,26 +40,49 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..kernels import eagle_update, lift_cap, spectral_norm_sq
+from ..kernels import (default_rcond, eagle_update, lift_cap, lift_point, spectral_norm_sq,
+                       well_conditioned)
 from ..result import Status
-from ..solvers.common import Monitor, SolverOptions
+from ..solvers.common import Monitor, SolverOptions, _norm64
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
                   "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]"]
+MODES = ("paper", "gram")
 
 
 @dataclass(frozen=True)
 class EagleKernel:
-    """The default kernel: :func:`eagle_update` in the normalised form (``ρ = 1``, rescale
-    ``1/(1 − η)``); ``eta = 0`` is distributed gradient descent. Picklable for Ray / spawn."""
+    """The default local kernel: :func:`eagle_update` in the normalised form (``ρ = 1``, rescale
+    ``1/(1 − η)``); ``eta = 0`` is distributed gradient descent. Picklable for Ray / spawn.
+
+    The local-kernel protocol (what :class:`ShardWorker` uses): ``kernel(A, B, C, D, *,
+    update_ab, gram=None, cross=None)`` returns the new blocks; ``eta``; ``cap(dtype)`` (A/B
+    updates before the numerical-rank freeze) and ``certify_from(dtype)`` (rounds after which a
+    tol-based stop can be certified). A plain callable ``(A, B, C, D) -> blocks`` is accepted too
+    (e.g. a trained layer); it gets no freeze and no certificate, so its runs end ``unverified``.
+    """
 
     eta: float = 1.0 / 3.0
     gamma: float = 1.0
+    filter_order: Optional[int] = None       # None: 1 for EAGLE, 0 for GD
+    rcond: Optional[float] = None            # None: sqrt(eps) of the dtype
 
-    def __call__(self, A, B, C, D, *, update_ab: bool = True):
-        scale = 1.0 / (1.0 - self.eta) if (update_ab and self.eta > 0) else 1.0
+    @property
+    def order(self) -> int:
+        return (1 if self.eta > 0 else 0) if self.filter_order is None else self.filter_order
+
+    def __call__(self, A, B, C, D, *, update_ab: bool = True, gram=None, cross=None):
+        do_ab = update_ab and self.eta > 0
+        scale = 1.0 / (1.0 - self.eta) if do_ab else 1.0
+        order = self.order if (do_ab or self.order == 0) else 2     # frozen: order 2 (see eagle)
         return eagle_update(A, B, C, D, eta=self.eta, gamma=self.gamma, rho=1.0, scale=scale,
-                            update_ab=update_ab and self.eta > 0)
+                            update_ab=do_ab, filter_order=order, gram=gram, cross=cross)
+
+    def cap(self, dtype) -> Optional[int]:
+        return lift_cap(dtype, self.eta, 1.0, self.rcond) if self.eta > 0 else None
+
+    def certify_from(self, dtype) -> int:
+        return lift_point(dtype, self.eta, 1.0, self.rcond)
 
 
 @dataclass
@@ -75,6 +113,9 @@ class RoundConfig:
     accel_tol: float = 1e-10
     opts: SolverOptions = field(default_factory=SolverOptions)
     fault: Optional[FaultInjection] = None
+    mode: str = "paper"                    # "paper" | "gram" (see the module docstring)
+    verify: bool = True                    # paper mode: carry the probe column
+    unscale: float = 1.0                   # D = unscale · D' (blocks were power-of-two scaled)
 
 
 class ShardWorker:
@@ -84,9 +125,11 @@ class ShardWorker:
         self.A, self.B, self.kernel, self.rank = A, B, kernel, rank
         self.update_ab = True
         self.frozen_at: Optional[int] = None
-        self._has_update_flag = isinstance(kernel, EagleKernel)
+        self.protocol = callable(getattr(kernel, "cap", None)) and callable(
+            getattr(kernel, "certify_from", None))
         # numerical-rank guard (kernels.lift_cap): freeze A^μ, B^μ before noise is lifted
-        self.cap = lift_cap(A.dtype, kernel.eta) if self._has_update_flag else None
+        self.cap = kernel.cap(A.dtype) if self.protocol else None
+        self.certify_from = kernel.certify_from(A.dtype) if self.protocol else 0
 
     def norm_sq(self) -> float:
         return spectral_norm_sq(self.A, iters=200, rtol=1e-8)[0]
@@ -95,14 +138,25 @@ class ShardWorker:
         """Scale A^μ and B^μ together (leaves B^μ A^μ⁺ unchanged)."""
         self.A, self.B = self.A * s, self.B * s
 
-    def local_update(self, C: torch.Tensor, D: torch.Tensor, rnd: int, cfg: RoundConfig):
-        if self._has_update_flag:
-            A_new, B_new, Cp, Dp = self.kernel(self.A, self.B, C, D, update_ab=self.update_ab)
+    def probe_parts(self, seed: int):
+        """``(A^μ x^μ, B^μ x^μ)`` for this shard's part ``x^μ`` of a random probe vector."""
+        g = torch.Generator(device="cpu").manual_seed(1_000_003 * (seed + 1) + self.rank)
+        x = torch.randn(self.A.shape[1], generator=g, dtype=torch.float64).to(self.A)
+        return self.A @ x, self.B @ x
+
+    def local_update(self, C: torch.Tensor, D: torch.Tensor, rnd: int, cfg: RoundConfig,
+                     gram: Optional[torch.Tensor] = None, cross: Optional[torch.Tensor] = None):
+        if self.protocol:
+            A_new, B_new, Cp, Dp = self.kernel(self.A, self.B, C, D, update_ab=self.update_ab,
+                                               gram=gram, cross=cross)
         else:
             A_new, B_new, Cp, Dp = self.kernel(self.A, self.B, C, D)
-        if cfg.accelerate and self.update_ab:
-            change = float(torch.linalg.vector_norm(A_new - self.A) / torch.linalg.vector_norm(A_new))
-            if change * change < cfg.accel_tol:
+        if cfg.accelerate and self.update_ab and self.protocol and gram is None:
+            # the accelerated variant: freeze once ‖I − A^μᵀA^μ‖_F² is tiny (every singular
+            # value settled; a change-only test froze before small ones were lifted)
+            change = _norm64(A_new - self.A) / max(_norm64(A_new), 1e-300)
+            if change * change < cfg.accel_tol and well_conditioned(
+                    A_new, spectral_norm_sq(A_new, iters=50)[0], margin=cfg.accel_tol * min(A_new.shape)):
                 self.update_ab, self.frozen_at = False, rnd
         if self.cap is not None and self.update_ab and rnd >= self.cap:
             self.update_ab = False
@@ -119,40 +173,176 @@ class RoundsOutput:
     status: str
     rounds: int
     history: dict
-    bytes_per_round: int          # per worker
-    setup_bytes: int              # per worker, before the first round (normalisation)
+    bytes_per_round: int          # per worker: the largest message of a round
+    setup_bytes: int              # per worker, before the first round (normalisation, probe)
     time_s: float
     frozen_at: List[int]
+    bytes_sent: int = 0           # per worker, all rounds (gram mode sends nothing once frozen)
+    mode: str = "paper"
+    probe_gap: float = float("nan")
+    certified_at: int = -1
+    best_iteration: int = 0
+
+
+def _sum_local(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    out = tensors[0].clone()
+    for t in tensors[1:]:
+        out += t
+    return out
 
 
 def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, comm: AllReduce,
                cfg: RoundConfig, reference: Optional[torch.Tensor], denominator: Optional[float],
                is_main: bool = True) -> RoundsOutput:
-    """The round loop of SPEC §2b for the workers this process holds (see module docstring)."""
+    """The round loop (see the module docstring) for the workers this process holds."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"mode={cfg.mode!r}; use one of {MODES}")
     M = cfg.workers
     opts = cfg.opts
     setup_bytes = 0
+    protocol = all(w.protocol for w in local)
+    certify_from = max(w.certify_from for w in local)
+    cap = max((w.cap or 0) for w in local)
+    d_query = C.shape[1]
+    eps = torch.finfo(C.dtype).eps
+
+    # the probe column (paper mode): c = A x and its exact answer B x when data is consistent
+    # (M = 1 is the centralized iteration. GD needs no probe when its mean gradient is the full
+    # gradient — exact on any data, checked on its gradient residual — which holds
+    # with global normalisation (one ρ for all); with local ρ_μ it solves a column-weighted
+    # problem, exact only on consistent data, so it carries the probe like EAGLE)
+    is_gd = (protocol and getattr(local[0].kernel, "eta", None) == 0.0
+             and cfg.normalization == "global")
+    probe = cfg.mode == "paper" and cfg.verify and M > 1 and not is_gd
+    bx = None
+    if probe:
+        parts = [w.probe_parts(opts.seed) for w in local]
+        buf = torch.cat([_sum_local([p[0] for p in parts]), _sum_local([p[1] for p in parts])])
+        setup_bytes += buf.numel() * buf.element_size()
+        buf = comm(buf, "sum")
+        c, bx = buf[:C.shape[0]], buf[C.shape[0]:]
+        cn = _norm64(c)
+        if cn > 0.0:
+            f = max(_norm64(C), 1e-300) / cn              # the probe at the scale of C
+            C = torch.cat([C, (c * f).reshape(-1, 1)], dim=1)
+            D = torch.cat([D, torch.zeros(D.shape[0], 1, dtype=D.dtype, device=D.device)], dim=1)
+            bx = bx * f
+        else:
+            probe = False
+
+    voting = opts.time_budget is not None or opts.callback is not None
+
+    def certifier() -> bool:
+        if cfg.mode == "gram":
+            return well_conditioned_gram(state["K"])
+        # paper mode: every worker's A^μ well conditioned (one tiny collective, same rounds on
+        # every rank because the step rule is evaluated on identical reduced tensors)
+        bad = torch.tensor([0.0 if all(well_conditioned(w.A, spectral_norm_sq(w.A, iters=50)[0])
+                                        for w in local) else 1.0], dtype=C.dtype, device=C.device)
+        return float(comm(bad, "max")[0]) == 0.0
+
+    gaps: List[float] = []
+
+    def verify() -> Optional[Status]:
+        if is_gd:
+            # ‖Aᵀ C_ℓ‖ / ‖Aᵀ C₀‖ over all shards: the part of C still to be transferred
+            g = torch.tensor([sum(_norm64(w.A.T @ state["C"]) ** 2 for w in local)],
+                             dtype=torch.float64)
+            ratio = math.sqrt(float(comm(g.to(C.dtype), "sum")[0]) / max(state["g0"], 1e-300))
+            return Status.CONVERGED if ratio <= opts.tol else None
+        if not probe:
+            # gram mode and M = 1 are the centralized iteration (exact); the paper's mode
+            # without its probe cannot tell a biased fixed point from the answer
+            return Status.CONVERGED if (cfg.mode == "gram" or M == 1) and protocol \
+                else Status.UNVERIFIED
+        gap = probe_gap()
+        gaps.append(gap)
+        if gap <= max(10.0 * opts.tol, 100.0 * eps):
+            return Status.CONVERGED
+        # not there: keep going while the probe improves; a probe stuck well above rounding
+        # means the paper's mode has converged to a biased point (inconsistent data)
+        if len(gaps) >= 10 and min(gaps[-5:]) > 0.5 * min(gaps[:-5]) and gap > math.sqrt(eps):
+            return Status.INEXACT
+        return None
+
+    def probe_gap() -> float:
+        num = _norm64(state["D"][:, -1] - bx)
+        den = _norm64(bx)
+        return num / den if den > 0 else (0.0 if num == 0 else math.inf)
+
+    state = {"D": D, "C": C, "K": None, "g0": 1.0, "is_gd": is_gd}
+    mon = Monitor(_quiet(opts, progress=opts.progress and is_main), reference,
+                  desc=f"rounds(M={M}, {cfg.mode})", C0_norm=_norm64(C), denominator=denominator,
+                  certify_from=certify_from if protocol else 0,
+                  guard_from=(cap + 1) if (protocol and cap) else None,
+                  certifier=certifier if protocol and cap else None, verify=verify)
+
+    rounds = _gram_rounds if cfg.mode == "gram" else _paper_rounds
+    D_fin, status, bytes_per_round, bytes_sent, setup_bytes = rounds(
+        local, C, D, comm, cfg, mon, state, voting, is_main, setup_bytes, d_query)
+    if not bool(torch.isfinite(D_fin).all()):
+        D_fin = torch.zeros_like(D_fin)
+    h = mon.history
+    return RoundsOutput(D=D_fin.cpu().numpy(), status=status.value, rounds=mon.iteration,
+                        history=dict(step=h.step, error=h.error, time=h.time),
+                        bytes_per_round=bytes_per_round, setup_bytes=setup_bytes,
+                        time_s=mon.elapsed(),
+                        frozen_at=[w.frozen_at if w.frozen_at is not None else -1 for w in local],
+                        bytes_sent=bytes_sent, mode=cfg.mode,
+                        probe_gap=probe_gap() if probe else float("nan"),
+                        certified_at=mon.certified_at if mon.certified_at is not None else -1,
+                        best_iteration=mon.best_iteration)
+
+
+def well_conditioned_gram(K: torch.Tensor) -> bool:
+    """Gram-mode certificate: ``K = A Aᵀ`` (normalised, ‖A‖₂ = 1) has ``‖I − K‖_F² ≤ 1/4``."""
+    E = K.clone()
+    E.diagonal().sub_(1.0)
+    return _norm64(E) ** 2 <= 0.25
+
+
+def _vote(buf: torch.Tensor, mon: Monitor, opts: SolverOptions, is_main: bool) -> None:
+    if is_main:
+        if opts.time_budget is not None and mon.elapsed() >= opts.time_budget:
+            buf[-1] = 1.0
+        elif opts.callback is not None and len(mon.history) and opts.callback(
+                mon.iteration, {"step": mon.history.step[-1], "error": mon.history.error[-1],
+                                "time": mon.elapsed()}):
+            buf[-1] = 2.0
+
+
+def _record(mon: Monitor, D: torch.Tensor, D_old: torch.Tensor, C: torch.Tensor, d_query: int,
+            vote: float) -> Optional[Status]:
+    """Record a round on the user's columns of D (the probe column, if any, is the last)."""
+    status = mon.record(D[:, :d_query], D_old[:, :d_query], C_norm=_norm64(C))
+    if status is None and vote > 0:
+        status = Status.TIME_BUDGET if vote == 1.0 else Status.CONVERGED
+        mon.close()
+    return status
+
+
+def _paper_rounds(local, C, D, comm, cfg, mon, state, voting, is_main, setup_bytes, dq):
+    M, opts = cfg.workers, cfg.opts
     # Normalisation: local (each worker ‖A^μ‖₂ = 1) or global (one max-norm all-reduce).
     norms = torch.tensor([w.norm_sq() for w in local], dtype=torch.float64)
     if cfg.normalization == "global":
         mx = torch.tensor([float(norms.max())], dtype=C.dtype, device=C.device)
         mx = comm(mx, "max")
-        setup_bytes = mx.numel() * mx.element_size()
+        setup_bytes += mx.numel() * mx.element_size()
         for w in local:
             w.scale(1.0 / float(mx[0]) ** 0.5)
     else:
         for w, s2 in zip(local, norms.tolist()):
             w.scale(1.0 / s2 ** 0.5)
-
+    if state["is_gd"]:                                       # GD's residual denominator
+        g = torch.tensor([sum(_norm64(w.A.T @ C) ** 2 for w in local)], dtype=C.dtype,
+                         device=C.device)
+        state["g0"] = float(comm(g, "sum")[0])
+        setup_bytes += g.numel() * g.element_size()
     n_c, n_d = C.numel(), D.numel()
-    voting = opts.time_budget is not None or opts.callback is not None
-    # Rules that only the main rank can evaluate (time budget, user callback) travel as a vote in
-    # the message; every other rule is evaluated identically on every rank.
-    mon = Monitor(_quiet(opts, progress=opts.progress and is_main), reference, desc=f"rounds(M={M})",
-                  C0_norm=float(torch.linalg.vector_norm(C)), denominator=denominator)
-    bytes_per_round = 0
-    rnd = 0
-    status = None
+    bytes_per_round = bytes_sent = 0
+    status, rnd = None, 0
+    D_old = D
     while status is None:
         rnd += 1
         if cfg.fault is not None:
@@ -162,31 +352,91 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
             Cp, Dp = w.local_update(C, D, rnd, cfg)
             buf[:n_c] += Cp.reshape(-1)
             buf[n_c:n_c + n_d] += Dp.reshape(-1)
-        if voting and is_main:
-            if opts.time_budget is not None and mon.elapsed() >= opts.time_budget:
-                buf[-1] = 1.0
-            elif opts.callback is not None and len(mon.history) and opts.callback(
-                    mon.iteration, {"step": mon.history.step[-1], "error": mon.history.error[-1],
-                                    "time": mon.elapsed()}):
-                buf[-1] = 2.0
+        if voting:
+            _vote(buf, mon, opts, is_main)
         bytes_per_round = buf.numel() * buf.element_size()
+        bytes_sent += bytes_per_round
         buf = comm(buf, "sum")
-        C_new = (buf[:n_c] / M).reshape(C.shape)
-        D_new = (buf[n_c:n_c + n_d] / M).reshape(D.shape)
         vote = float(buf[-1]) if voting else 0.0
-        D_old, C, D = D, C_new, D_new
-        status = mon.record(D, D_old, C_norm=float(torch.linalg.vector_norm(C)))
-        if status is None and vote > 0:
-            status = Status.TIME_BUDGET if vote == 1.0 else Status.CONVERGED
-            mon.close()
-    if not bool(torch.isfinite(D).all()):
+        D_old, C = D, (buf[:n_c] / M).reshape(C.shape)
+        D = (buf[n_c:n_c + n_d] / M).reshape(D.shape)
+        state["D"], state["C"] = D, C
+        status = _record(mon, D, D_old, C, dq, vote)
+    return _final(mon, D, D_old, status, dq), status, bytes_per_round, bytes_sent, setup_bytes
+
+
+def _final(mon: Monitor, D: torch.Tensor, D_old: torch.Tensor, status: Status, dq: int):
+    """The user's columns of the iterate to return: the last finite one after NON_FINITE,
+    else what the monitor keeps (never worse than the best guarded iterate)."""
+    if status is Status.NON_FINITE and not bool(torch.isfinite(D).all()):
         D = D_old if bool(torch.isfinite(D_old).all()) else torch.zeros_like(D)
-    h = mon.history
-    return RoundsOutput(D=D.cpu().numpy(), status=status.value, rounds=mon.iteration,
-                        history=dict(step=h.step, error=h.error, time=h.time),
-                        bytes_per_round=bytes_per_round, setup_bytes=setup_bytes,
-                        time_s=mon.elapsed(),
-                        frozen_at=[w.frozen_at if w.frozen_at is not None else -1 for w in local])
+        return D[:, :dq]
+    return mon.final(D[:, :dq])
+
+
+def _gram_rounds(local, C, D, comm, cfg, mon, state, voting, is_main, setup_bytes, dq):
+    """Exact centralized EAGLE over column shards: all-reduce (A Aᵀ, B Aᵀ) while A, B move."""
+    opts = cfg.opts
+    n, nq = C.shape[0], D.shape[0]
+    iu = torch.triu_indices(n, n, device=C.device)          # K is symmetric: send one triangle
+    n_k, n_x = iu.shape[1], nq * n
+
+    def reduce_grams(extra: int):
+        buf = torch.zeros(n_k + n_x + extra, dtype=C.dtype, device=C.device)
+        for w in local:
+            buf[:n_k] += (w.A @ w.A.T)[iu[0], iu[1]]
+            buf[n_k:n_k + n_x] += (w.B @ w.A.T).reshape(-1)
+        return buf
+
+    def unpack(buf):
+        K = torch.zeros(n, n, dtype=C.dtype, device=C.device)
+        K[iu[0], iu[1]] = buf[:n_k]
+        K = K + K.triu(1).T
+        return K, buf[n_k:n_k + n_x].reshape(nq, n)
+
+    # global normalisation from the first Gram: ‖A‖₂² = λ_max(A Aᵀ) (identical on every rank)
+    buf = comm(reduce_grams(0), "sum")
+    setup_bytes += buf.numel() * buf.element_size()
+    K, X = unpack(buf)
+    lam = spectral_norm_sq(K, iters=200, rtol=1e-8)[0] ** 0.5     # ‖K‖₂ = λ_max(K) = ‖A‖₂²
+    if not (lam > 0 and math.isfinite(lam)):
+        raise ValueError("A is numerically zero: B A⁺ C = 0, nothing to complete")
+    for w in local:
+        w.scale(1.0 / math.sqrt(lam))
+    K, X = K / lam, X / lam
+    bytes_per_round = bytes_sent = 0
+    status, rnd = None, 0
+    D_old = D
+    fresh = True                                             # K, X belong to the current A, B
+    while status is None:
+        rnd += 1
+        if cfg.fault is not None:
+            cfg.fault.maybe_fire(local[0].rank, rnd)
+        moving = any(w.update_ab for w in local)
+        if not fresh:
+            buf = reduce_grams(1 if voting else 0)
+            if voting:
+                _vote(buf, mon, opts, is_main)
+            bytes_per_round = max(bytes_per_round, buf.numel() * buf.element_size())
+            bytes_sent += buf.numel() * buf.element_size()
+            buf = comm(buf, "sum")
+            K, X = unpack(buf)
+            vote = float(buf[-1]) if voting else 0.0
+        elif voting:
+            vb = torch.zeros(1, dtype=C.dtype, device=C.device)
+            _vote(vb, mon, opts, is_main)
+            bytes_sent += vb.numel() * vb.element_size()
+            vote = float(comm(vb, "sum")[0])
+        else:
+            vote = 0.0
+        state["K"] = K
+        for w in local:                                      # C, D come out identical on all
+            Cn, Dn = w.local_update(C, D, rnd, cfg, gram=K, cross=X)
+        fresh = not moving                                   # A, B moved: the Grams are stale
+        D_old, C, D = D, Cn, Dn
+        state["D"], state["C"] = D, C
+        status = _record(mon, D, D_old, C, dq, vote)
+    return _final(mon, D, D_old, status, dq), status, bytes_per_round, bytes_sent, setup_bytes
 
 
 def _quiet(opts: SolverOptions, progress: bool) -> SolverOptions:

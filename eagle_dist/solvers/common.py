@@ -136,6 +136,8 @@ class Monitor:
     (returning that iterate via :attr:`best`) when the steps grow persistently.
     ``certifier``: an optional ``() -> bool`` that may certify earlier than ``certify_from``
     (EAGLE: A is already well conditioned, every singular value squared ≥ 1/2).
+    ``verify``: an optional ``() -> Status | None`` run when the step rule holds: ``CONVERGED``,
+    ``INEXACT`` or ``UNVERIFIED`` ends the solve, ``None`` goes on (distributed EAGLE's probe).
     ``residual``: an optional ``() -> float`` independent check (relative residual) that must be
     ``≤ tol`` as well before ``CONVERGED`` (GD); with ``residual_only`` it is the whole rule (CG).
     """
@@ -144,7 +146,8 @@ class Monitor:
                  C0_norm: Optional[float] = None, denominator: Optional[float] = None,
                  certify_from: int = 0, guard_from: Optional[int] = None,
                  residual: Optional[Callable[[], float]] = None,
-                 certifier: Optional[Callable[[], bool]] = None, residual_only: bool = False):
+                 certifier: Optional[Callable[[], bool]] = None, residual_only: bool = False,
+                 verify: Optional[Callable[[], Optional[Status]]] = None):
         self.opts = opts
         self.ref = reference
         if reference is not None and denominator is None:
@@ -162,6 +165,7 @@ class Monitor:
         self.residual = residual
         self.certifier = certifier
         self.residual_only = residual_only
+        self.verify = verify
         self.certified_at: Optional[int] = None
         self.last_residual = float("nan")
         self.best: Optional[torch.Tensor] = None     # iterate with the smallest guarded step
@@ -257,11 +261,16 @@ class Monitor:
             else:
                 self._small = 0
             if self._small >= o.patience and self._certified():
-                if self.residual is None:
+                if self.verify is not None:
+                    verdict = self.verify()
+                    if verdict is not None:
+                        return verdict
+                elif self.residual is None:
                     return Status.CONVERGED
-                self.last_residual = float(self.residual())
-                if self.last_residual <= o.tol:
-                    return Status.CONVERGED
+                else:
+                    self.last_residual = float(self.residual())
+                    if self.last_residual <= o.tol:
+                        return Status.CONVERGED
         self._prev_step = step
         if o.callback is not None and o.callback(self.iteration, {"step": step, "error": err,
                                                                    "time": self.elapsed()}):
