@@ -9,6 +9,7 @@ import numpy as np
 from .problem import Problem, as_float_array
 from .result import SolveResult
 from .solvers import METHODS, SKETCHABLE, SolverOptions
+from .solvers.common import thread_budget
 
 if TYPE_CHECKING:  # pragma: no cover
     from .config import ProblemConfig
@@ -40,7 +41,8 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
           workers: int = 1, backend: str = "inprocess", shards: Any = "contiguous",
           normalization: str = "local", timeout: float = 60.0, address: Optional[str] = None,
           kernel: Optional[Callable] = None, mode: str = "auto", verify: bool = True,
-          rcond: Optional[float] = None, throw: bool = False) -> SolveResult:
+          rcond: Optional[float] = None, threads: Optional[int] = None,
+          throw: bool = False) -> SolveResult:
     """Complete ``D̂ = B A⁺ C`` for ``problem`` with ``method``.
 
     Methods: ``eagle``, ``gd``, ``sgd`` (sketched GD), ``cg`` (normal equations), ``lsmr``,
@@ -66,6 +68,9 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
     ``target_error`` on the true relative error, ``max_iter``, ``time_budget`` seconds, or
     ``callback(iteration, info)`` returning True. See :class:`eagle_dist.result.Status`.
 
+    ``threads``: torch threads for a centralized solve (default: one thread below 250,000 entries
+    of A, where more threads only add overhead on a busy machine; torch's setting above).
+
     ``throw=True`` raises :class:`SolveError` unless the status is ``converged``.
 
     Example:
@@ -77,6 +82,9 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
         >>> bool(np.allclose(res.D, W, atol=1e-8))
         True
     """
+    if threads is not None and (isinstance(threads, (bool, np.bool_))
+                                or not isinstance(threads, (int, np.integer)) or threads < 1):
+        raise ValueError(f"threads={threads!r} must be a positive integer or None (automatic)")
     if not isinstance(problem, Problem):
         raise TypeError(f"problem must be an eagle_dist.Problem, got {type(problem).__name__}; build "
                         "one with Problem.from_arrays(A, B, C) or eagle_dist.data generators")
@@ -129,7 +137,8 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
                      if v is not None]
             if extra:
                 raise ValueError(f"{extra} only apply to eagle/gd/sgd, not method={method!r}")
-        result = METHODS[method](problem, opts, **kw)
+        with thread_budget(problem.n * problem.d, threads):
+            result = METHODS[method](problem, opts, **kw)
     if throw and not result.converged:
         raise SolveError(result)
     return result

@@ -12,6 +12,7 @@ One stopping vocabulary for every method (SPEC §2, §4):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import numbers
@@ -301,6 +302,28 @@ class Monitor:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
+
+
+#: below this many entries of A (about 500 x 500) a solve runs on one thread: measured on this
+#: 2-core machine, torch's default 2 threads made CG 2.8x (n = 60) to 4x (n = 240) slower with
+#: another process busy on the second core, and EAGLE 1.6-2.3x; from n ≈ 600 on a quiet machine
+#: two threads win (EAGLE 0.30 s vs 0.58 s), so large problems keep torch's setting.
+SMALL_PROBLEM_ENTRIES = 250_000
+
+
+@contextlib.contextmanager
+def thread_budget(entries: int, threads: Optional[int] = None):
+    """Run the enclosed solve on ``threads`` torch threads (``None``: 1 for small problems, else
+    torch's current setting); the previous setting is restored afterwards."""
+    old = torch.get_num_threads()
+    want = threads if threads is not None else (1 if entries < SMALL_PROBLEM_ENTRIES else old)
+    if want != old:
+        torch.set_num_threads(int(want))
+    try:
+        yield int(want)
+    finally:
+        if want != old:
+            torch.set_num_threads(old)
 
 
 def pow2_scale(x) -> float:
