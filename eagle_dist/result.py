@@ -134,9 +134,10 @@ class SolveResult:
         return out
 
     def to_json(self, path: str) -> None:
+        """Strict JSON (RFC 8259): NaN/Inf, which JSON cannot carry, are written as null."""
         with open(path, "w") as f:
-            json.dump({"summary": self.summary(), "history": self.history.rows()}, f, indent=2,
-                      default=float)
+            json.dump(strict_json({"summary": self.summary(), "history": self.history.rows()}), f,
+                      indent=2, allow_nan=False)
 
     def history_to_csv(self, path: str) -> None:
         rows = self.history.rows()
@@ -144,6 +145,22 @@ class SolveResult:
             w = csv.DictWriter(f, fieldnames=["iteration", "step", "error", "time_s", "rho"])
             w.writeheader()
             w.writerows(rows)
+
+
+def strict_json(obj):
+    """``obj`` with every non-finite float replaced by ``None`` and NumPy scalars by Python ones,
+    so ``json.dump(..., allow_nan=False)`` writes strict JSON any parser reads."""
+    if isinstance(obj, dict):
+        return {str(k): strict_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict_json(v) for v in obj]
+    if isinstance(obj, (bool, np.bool_)):
+        return bool(obj)
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    return obj
 
 
 def pow2_of(x) -> float:

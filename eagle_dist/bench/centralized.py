@@ -53,7 +53,9 @@ from .common import threads as _threads
 
 log = logging.getLogger(__name__)
 
-RESULTS_ROOT = os.path.join("benchmarks", "results")
+# a bench run writes under runs/bench/ by default; the committed tables in benchmarks/results/
+# are only updated on purpose, with --out benchmarks/results/<sweep>
+RESULTS_ROOT = os.path.join("runs", "bench")
 TARGETED = ("eagle", "cg", "gd")                  # stop on the true error: iterations to target
 KRYLOV = ("lsmr", "lsqr")                          # SciPy: own stopping rule, no per-iteration hook
 DIRECT = ("lstsq", "lstsq-gelsd", "lstsq-gelsy", "pinv")

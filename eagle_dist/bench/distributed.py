@@ -72,7 +72,9 @@ from .common import threads as _threads
 
 log = logging.getLogger(__name__)
 
-RESULTS_ROOT = os.path.join("benchmarks", "results")
+# a bench run writes under runs/bench/ by default; the committed tables in benchmarks/results/
+# are only updated on purpose, with --out benchmarks/results/<sweep>
+RESULTS_ROOT = os.path.join("runs", "bench")
 _NO_TOL = 1e-300          # fixed-round timing runs stop on max_iter (a positive tol is required)
 _ERR_FLOOR = 1e-17        # errors of exactly 0 drawn here on log axes
 
