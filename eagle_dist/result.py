@@ -205,8 +205,11 @@ def _fmt(x) -> str:
 
 def results_table(results) -> str:
     """A markdown table of solve results (what `solve` prints and writes to summary.md)."""
+    results = list(results)
     cols = ["method", "regime", "backend", "workers", "status", "iterations", "error", "time_s",
             "bytes_per_worker_per_round"]
+    if any("mode" in r.info for r in results):
+        cols.insert(3, "mode")                    # distributed: paper or gram
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for r in results:
         s = r.summary()

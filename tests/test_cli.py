@@ -194,9 +194,12 @@ def test_demo_main_job_end_to_end(tmp_path):
     assert cen["status"] == "converged" and cen["error"] < 1e-10
     cg = _load_json(out / "centralized_cg.json")["summary"]
     assert cg["iterations"] >= 100 * cen["iterations"]      # second order vs CG on this system
-    dist = _load_json(out / "distributed_eagle.json")["summary"]
+    dist = _load_json(out / "distributed_eagle_paper.json")["summary"]
     assert dist["backend"] == "ray/gloo" and dist["workers"] == 2
     assert dist["status"] == "converged" and dist["error"] <= 1e-8
-    gd = _load_json(out / "distributed_gd.json")["summary"]
+    gram = _load_json(out / "distributed_eagle_gram.json")["summary"]
+    assert gram["status"] == "converged" and gram["error"] <= 1e-8
+    gd = _load_json(out / "distributed_gd_paper.json")["summary"]
     assert gd["bytes_per_worker_per_round"] == dist["bytes_per_worker_per_round"]   # same messages
     assert gd["iterations"] > 10 * dist["iterations"]
+    assert "How to read these tables" in summary and "start-up" in summary
