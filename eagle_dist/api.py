@@ -211,8 +211,11 @@ def run_config(cfg, *, progress: bool = False) -> "tuple[Problem, SolveResult]":
     kw = dict(tol=sc.tol, max_iter=sc.max_iter, target_error=sc.target_error,
               time_budget=sc.time_budget, device=sc.device, dtype=sc.dtype, seed=sc.seed,
               progress=progress, eta=sc.eta, gamma=sc.gamma, accelerate=sc.accelerate)
+    if sc.method == "eagle":
+        kw["rcond"] = sc.rcond
     if sc.workers > 1 or sc.backend != "inprocess":
         kw.update(workers=sc.workers, backend=sc.backend,
                   shards=shards if shards is not None else sc.shards,
-                  normalization=sc.normalization, timeout=sc.timeout, address=sc.address)
+                  normalization=sc.normalization, timeout=sc.timeout, address=sc.address,
+                  mode=sc.mode, verify=sc.verify)
     return problem, solve(problem, sc.method, **kw)

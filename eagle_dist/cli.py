@@ -57,6 +57,8 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=float, default=None, help="C/D step size (default 1)")
     g.add_argument("--accelerate", action="store_true", help="freeze A, B once conditioned")
     g.add_argument("--sketch-size", type=int, default=None, help="compute-limited regime: r")
+    g.add_argument("--rcond", type=float, default=None,
+                   help="EAGLE: singular values below rcond·σ_max count as zero (default sqrt(eps))")
     g.add_argument("--sketch-kind", default="orthonormal", choices=["orthonormal", "sample"])
     g.add_argument("--dtype", default=None, choices=["float32", "float64"])
     g.add_argument("--device", default="auto", help="auto | cpu | cuda[:k]")
@@ -67,6 +69,14 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--backend", default="inprocess", choices=["inprocess", "torch", "ray"])
     d.add_argument("--shards", default="contiguous", help="contiguous | random")
     d.add_argument("--normalization", default="local", choices=["local", "global"])
+    d.add_argument("--mode", default="auto", choices=["auto", "paper", "gram"],
+                   help="distributed EAGLE: paper = all-reduce the mean (C', D') (rounds grow like "
+                        "1/α, exact on consistent data only); gram = all-reduce A Aᵀ and B Aᵀ "
+                        "(the centralized iterates, exact on any data); auto = gram while "
+                        "(n + n')·n <= 4,194,304 numbers or n <= d', else paper")
+    d.add_argument("--no-verify", action="store_true",
+                   help="paper mode: skip the probe column that checks the answer (the run then "
+                        "ends 'unverified' instead of 'converged')")
     d.add_argument("--timeout", type=float, default=60.0, help="seconds before a silent worker fails the run")
     d.add_argument("--address", default=None, help="Ray cluster address (default: start one locally)")
 
@@ -115,7 +125,11 @@ def cmd_solve(args) -> int:
     shards = gen_shards if gen_shards is not None else args.shards
     log.info("problem: %s", problem)
     if distributed and any(m in ("eagle", "gd") for m in methods):
-        report_diversity(problem, shards, args.workers)
+        from .distributed.runtime import choose_mode
+        paper = "gd" in methods or choose_mode(args.mode, problem.n, problem.n_query,
+                                               problem.d_query) == "paper"
+        if paper:                     # α only sets the rounds of the paper's mode
+            report_diversity(problem, shards, args.workers)
     if not args.no_reference:
         log.info("reference B A⁺ C (float64 pinv) computed; κ(A) = %.3g", problem.condition_number)
     results = []
@@ -123,7 +137,7 @@ def cmd_solve(args) -> int:
         kw = dict(tol=args.tol, target_error=args.target_error, max_iter=args.max_iter,
                   time_budget=args.time_budget, device=args.device, dtype=args.dtype,
                   seed=args.seed, progress=sys.stderr.isatty(), record_error=not args.no_reference,
-                  accelerate=args.accelerate, eta=args.eta, gamma=args.gamma)
+                  accelerate=args.accelerate, eta=args.eta, gamma=args.gamma, rcond=args.rcond)
         # `is not None`, not truthiness: --sketch-size 0 must reach validation, not run unsketched
         if m in ("eagle", "sgd") and args.sketch_size is not None:
             kw.update(sketch_size=args.sketch_size, sketch_kind=args.sketch_kind)
@@ -131,11 +145,13 @@ def cmd_solve(args) -> int:
             raise ValueError("--methods sgd needs --sketch-size r")
         if m not in ("eagle", "gd", "sgd"):
             kw.pop("eta"), kw.pop("gamma"), kw.pop("accelerate")
+        if m != "eagle":
+            kw.pop("rcond")
         if distributed:
             if m in ("eagle", "gd"):
                 kw.update(workers=args.workers, backend=args.backend, shards=shards,
                           normalization=args.normalization, timeout=args.timeout,
-                          address=args.address)
+                          address=args.address, mode=args.mode, verify=not args.no_verify)
         res = solve(problem, m, **kw)
         results.append(res)
         log.info("%s: %s after %d iterations, error %.3g, %.3f s", m, res.status.value,

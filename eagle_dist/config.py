@@ -48,6 +48,9 @@ class SolveConfig:
     eta: Optional[float] = None
     gamma: Optional[float] = None
     normalization: str = "local"
+    mode: str = "auto"                  # distributed EAGLE: auto | paper | gram
+    verify: bool = True                 # paper mode: the probe column that checks the answer
+    rcond: Optional[float] = None       # EAGLE: numerical-rank cut-off (default sqrt(eps))
     accelerate: bool = False
     timeout: float = 60.0               # seconds before a silent worker fails the run
     address: Optional[str] = None       # Ray cluster address; None starts Ray locally

@@ -159,7 +159,8 @@ def test_solve_alpha_distribution_uses_its_own_shards(tmp_path, caplog):
     with caplog.at_level("INFO", logger="eagle_dist"):
         code = main(["solve", "--distribution", "alpha", "--alpha", "0.35", "--n", "40", "--d", "40",
                      "--workers", "3", "--kappa", "100", "--dq", "1", "--methods", "eagle",
-                     "--target-error", "1e-8", "--max-iter", "2000", "--out", str(out)])
+                     "--target-error", "1e-8", "--max-iter", "2000", "--out", str(out),
+                     "--mode", "paper"])
     assert code == 0
     s, _ = check_run_files(out, "eagle")
     assert s["regime"] == "distributed" and s["workers"] == 3
@@ -176,7 +177,7 @@ def test_solve_warns_when_shards_have_small_alpha(caplog):
     # a square A split by columns: each shard sees d/M < n directions, α ≪ 1 (README)
     with caplog.at_level("INFO", logger="eagle_dist"):
         code = main(["solve", "--n", "40", "--d", "40", "--kappa", "100", "--workers", "2",
-                     "--methods", "eagle", "--max-iter", "20"])
+                     "--methods", "eagle", "--max-iter", "20", "--mode", "paper"])
     assert code == 3                                   # not converged in 20 rounds: exit status 3
     warn = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warn) == 1 and "is small" in warn[0] and "rounds per decade" in warn[0]

@@ -45,7 +45,7 @@ def _small_config(tmp_path, backend="inprocess"):
     return _write(tmp_path / "run.yaml", {
         "problem": {"source": "alpha", "n": 30, "d": 30, "kappa": 100.0, "d_query": 1},
         "solve": {"method": "eagle", "workers": 2, "backend": backend, "target_error": 1e-8,
-                  "max_iter": 300, "timeout": 30},
+                  "max_iter": 300, "timeout": 30, "mode": "paper"},
         "output": {"dir": str(tmp_path / "out")}})
 
 
@@ -56,7 +56,9 @@ def test_eagle_dist_run_writes_results(tmp_path):
     assert proc.returncode == 0, proc.stderr
     res = json.loads((tmp_path / "out" / "result.json").read_text())
     assert res["summary"]["status"] == "converged" and res["summary"]["error"] <= 1e-8
-    assert res["summary"]["bytes_per_worker_per_round"] == (30 + 2) * 1 * 8
+    # the paper's message (n + n')·d' plus the verification probe's column
+    assert res["summary"]["bytes_per_worker_per_round"] == (30 + 2) * (1 + 1) * 8
+    assert res["summary"]["mode"] == "paper" and res["summary"]["probe_gap"] < 1e-8
     assert (tmp_path / "out" / "config.yaml").exists()
 
 

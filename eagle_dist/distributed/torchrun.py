@@ -50,7 +50,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     payload = prepare(problem, opts, method=sc.method, workers=world,
                       shards=shards if shards is not None else sc.shards, eta=sc.eta,
                       gamma=sc.gamma, normalization=sc.normalization, accelerate=sc.accelerate,
-                      timeout=sc.timeout)
+                      timeout=sc.timeout, mode=sc.mode, verify=sc.verify, rcond=sc.rcond)
     log.info("%r, %d ranks, method %s", problem, world, sc.method)
     t0 = time.perf_counter()
     out = worker_main(**payload[rank])
