@@ -184,6 +184,15 @@ def problem_from_config(pc: "ProblemConfig", workers: int = 1):
     """``(problem, shards_or_None)`` from a :class:`ProblemConfig` (deterministic by seed, so every
     torchrun rank builds the same problem)."""
     from .data import DISTRIBUTIONS, controlled, distribution, load_suitesparse, paper_training
+    from .problem import check_memory, dense_problem_bytes
+    if pc.source != "mtx":
+        d_total = pc.d * (workers if pc.source == "alpha" else 1)
+        for name, v in (("n", pc.n), ("d", pc.d), ("n_query", pc.n_query), ("d_query", pc.d_query)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"problem.{name}={v!r} must be a positive integer")
+        check_memory(dense_problem_bytes(pc.n, d_total, pc.n_query, pc.d_query),
+                     f"a {pc.source} problem with n = {pc.n}, d = {d_total}",
+                     "use smaller n / d")
     if pc.source == "controlled":
         return controlled(pc.n, pc.d, pc.n_query, pc.d_query, kappa=pc.kappa, rank=pc.rank,
                           noise=pc.noise, seed=pc.seed), None

@@ -23,6 +23,62 @@ from typing import List, Optional
 log = logging.getLogger("eagle_dist")
 
 
+def _positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{v} must be a positive integer (>= 1)")
+    return v
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (v > 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"{text} must be a positive, finite number")
+    return v
+
+
+def _device(text: str) -> str:
+    import re
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a device for this solver; use auto, cpu "
+                                         "or cuda[:k]")
+    return text
+
+
+RESULT_FILES = ("summary.md", "result.json", "config.yaml")
+
+
+def prepare_out_dir(path: Optional[str], overwrite: bool = False) -> Optional[str]:
+    """Check an output folder BEFORE any work: it must be creatable and writable, not a file,
+    and not already hold results (unless ``overwrite``) — so no run is lost or silently
+    overwritten by another (``eagle-dist run`` and torchrun write the same names)."""
+    if not path:
+        return path
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise ValueError(f"--out {path!r} is an existing file; pass a folder path")
+    if os.path.isdir(path) and not overwrite:
+        taken = [f for f in os.listdir(path) if f in RESULT_FILES or f.endswith(".json")]
+        if taken:
+            raise ValueError(f"--out {path!r} already holds results ({', '.join(sorted(taken)[:3])}); "
+                             "pass another --out, or --overwrite to replace them")
+    try:
+        os.makedirs(path, exist_ok=True)
+        probe = os.path.join(path, ".eagle_dist_write_test")
+        with open(probe, "w") as f:
+            f.write("")
+        os.remove(probe)
+    except OSError as exc:
+        raise ValueError(f"--out {path!r} is not writable ({exc.strerror}); pass a folder you can "
+                         "write to") from None
+    return path
+
+
 def _add_problem_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("problem (synthetic unless --mtx)")
     g.add_argument("--mtx", help="Matrix Market file (.mtx/.mtx.gz) or shipped SuiteSparse name, "
@@ -48,10 +104,11 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("solver")
     g.add_argument("--methods", default="eagle",
                    help="comma list: eagle,gd,sgd,cg,lsmr,lsqr,lstsq,lstsq-gelsy,pinv")
-    g.add_argument("--tol", type=float, default=1e-10, help="relative D-step tolerance")
+    g.add_argument("--tol", type=_positive_float, default=1e-10,
+                   help="tolerance of each method's stopping rule (EAGLE: relative D-step)")
     g.add_argument("--target-error", type=float, default=None,
                    help="stop on true relative error instead (needs the reference)")
-    g.add_argument("--max-iter", type=int, default=1000)
+    g.add_argument("--max-iter", type=_positive_int, default=1000)
     g.add_argument("--time-budget", type=float, default=None, help="seconds per method")
     g.add_argument("--eta", type=float, default=None, help="A/B step size (default 1/3)")
     g.add_argument("--gamma", type=float, default=None, help="C/D step size (default 1)")
@@ -61,11 +118,12 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
                    help="EAGLE: singular values below rcond·σ_max count as zero (default sqrt(eps))")
     g.add_argument("--sketch-kind", default="orthonormal", choices=["orthonormal", "sample"])
     g.add_argument("--dtype", default=None, choices=["float32", "float64"])
-    g.add_argument("--device", default="auto", help="auto | cpu | cuda[:k]")
+    g.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda[:k]")
     g.add_argument("--no-reference", action="store_true",
                    help="skip the pinv reference (large problems); errors are then NaN")
     d = p.add_argument_group("distributed")
-    d.add_argument("--workers", type=int, default=1, help="M column shards (> 1: distributed)")
+    d.add_argument("--workers", type=_positive_int, default=1,
+                   help="M column shards (> 1: distributed)")
     d.add_argument("--backend", default="inprocess", choices=["inprocess", "torch", "ray"])
     d.add_argument("--shards", default="contiguous", help="contiguous | random")
     d.add_argument("--normalization", default="local", choices=["local", "global"])
@@ -77,7 +135,8 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--no-verify", action="store_true",
                    help="paper mode: skip the probe column that checks the answer (the run then "
                         "ends 'unverified' instead of 'converged')")
-    d.add_argument("--timeout", type=float, default=60.0, help="seconds before a silent worker fails the run")
+    d.add_argument("--timeout", type=_positive_float, default=60.0,
+                   help="seconds before a silent worker fails the run")
     d.add_argument("--address", default=None, help="Ray cluster address (default: start one locally)")
 
 
@@ -119,7 +178,16 @@ def report_diversity(problem, shards, workers: int) -> None:
 def cmd_solve(args) -> int:
     from .api import solve
     from .result import results_table
+    from .solvers import METHODS
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise ValueError(f"--methods {args.methods!r} names no method; e.g. --methods eagle,cg "
+                         f"(choose from {', '.join(sorted(METHODS))})")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"--methods: unknown {', '.join(unknown)}; choose from "
+                         f"{', '.join(sorted(METHODS))}")
+    prepare_out_dir(args.out, args.overwrite)
     problem, gen_shards = build_problem(args)
     distributed = args.workers > 1 or args.backend != "inprocess"
     shards = gen_shards if gen_shards is not None else args.shards
@@ -179,6 +247,7 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config)
     if args.out:
         cfg.output.dir = args.out
+    prepare_out_dir(cfg.output.dir, args.overwrite)
     problem, res = run_config(cfg, progress=sys.stderr.isatty())
     table = results_table([res])
     print(f"\n{problem!r}\n\n{table}")
@@ -250,8 +319,7 @@ def cmd_demo(args) -> int:
     from .data import load_suitesparse
     from .distributed import alpha_problem, shutdown_ray
     from .result import results_table
-    out = args.out
-    os.makedirs(out, exist_ok=True)
+    out = prepare_out_dir(args.out, overwrite=True)      # re-running the demo replaces its run
     lines = ["# eagle-dist demo", "", f"`{' '.join(sys.argv)}`", ""]
     prob = load_suitesparse("HB/dwt_1007", c_block="identity")
     log.info("1/2 centralized: %r (w A = B), κ(A) = %.3g", prob, prob.condition_number)
@@ -318,16 +386,21 @@ def main(argv: Optional[List[str]] = None) -> int:
     _add_problem_args(ps)
     _add_solver_args(ps)
     ps.add_argument("--out", default=None, help="directory for summary.md, JSON and history CSV")
+    ps.add_argument("--overwrite", action="store_true", help="replace results already in --out")
     ps.set_defaults(fn=cmd_solve)
     pr = sub.add_parser("run", help="run a YAML config (configs/*.yaml)")
-    pr.add_argument("--config", required=True)
+    pr.add_argument("--config", required=True,
+                    help="a YAML file, or a shipped config by name (distributed, distributed_gd, "
+                         "suitesparse_sharded)")
     pr.add_argument("--out", default=None, help="override output.dir")
+    pr.add_argument("--overwrite", action="store_true", help="replace results already there")
     pr.set_defaults(fn=cmd_run)
     pi = sub.add_parser("info", help="devices, backends, versions")
     pi.set_defaults(fn=cmd_info)
     pd = sub.add_parser("demo", help="the main job: a shipped SuiteSparse matrix, EAGLE vs baselines")
     pd.add_argument("--out", default="runs/demo")
-    pd.add_argument("--workers", type=int, default=4, help="Ray actors for the distributed part")
+    pd.add_argument("--workers", type=_positive_int, default=4,
+                    help="Ray actors for the distributed part")
     pd.set_defaults(fn=cmd_demo)
     from .bench.cli import add_bench_parser
     add_bench_parser(sub)
@@ -338,6 +411,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return args.fn(args)
     except (ValueError, TypeError) as exc:
         parser.exit(2, f"eagle-dist: error: {exc}\n")
+    except MemoryError:
+        parser.exit(2, "eagle-dist: error: out of memory; use smaller sizes\n")
     return 0
 
 

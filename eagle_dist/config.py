@@ -84,19 +84,101 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
-def _read(path: str) -> dict:
-    if not os.path.exists(path):
-        raise ValueError(f"config file {path!r} does not exist")
-    with open(path) as f:
-        try:
-            raw = yaml.safe_load(f) or {}
-        except yaml.YAMLError as exc:
-            raise ValueError(f"{path}: invalid YAML ({exc})") from exc
+#: YAML guards: a config is a few dozen keys; refuse expanded node counts and nesting far beyond
+MAX_YAML_NODES = 100_000
+MAX_YAML_DEPTH = 50
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def shipped_configs_dir() -> str:
+    """The folder holding the shipped YAML configs (``configs/`` of the repository, installed as
+    the package ``eagle_dist.configs``)."""
+    try:
+        from importlib import resources
+        return str(resources.files("eagle_dist.configs"))
+    except (ModuleNotFoundError, TypeError):
+        return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+
+
+def resolve_config(path: str) -> str:
+    """``path`` itself when it exists; else a shipped config by name (``distributed``,
+    ``distributed.yaml``, ``configs/distributed.yaml``)."""
+    if os.path.exists(path):
+        if os.path.isdir(path):
+            raise ValueError(f"config {path!r} is a directory; pass a YAML file such as "
+                             f"{os.path.join(path, 'distributed.yaml')}")
+        return path
+    base = os.path.basename(path)
+    root = shipped_configs_dir()
+    for cand in (base, base + ".yaml"):
+        full = os.path.join(root, cand)
+        if os.path.isfile(full):
+            return full
+    names = sorted(f[:-5] for f in os.listdir(root) if f.endswith(".yaml")) if os.path.isdir(root) else []
+    raise ValueError(f"config file {path!r} does not exist; pass a YAML path or a shipped config "
+                     f"name ({', '.join(names)})")
+
+
+def _measure(node, depth: int = 0, memo=None) -> int:
+    """Expanded node count of a composed YAML graph (aliases counted each time they are used,
+    without expanding them), refusing excessive nesting."""
+    if memo is None:
+        memo = {}
+    if depth > MAX_YAML_DEPTH:
+        raise ValueError(f"YAML nested deeper than {MAX_YAML_DEPTH} levels; a config is a flat "
+                         "mapping of sections")
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = MAX_YAML_NODES + 1          # a cycle through an alias counts as too large
+    if isinstance(node, yaml.MappingNode):
+        total = 1 + sum(_measure(k, depth + 1, memo) + _measure(v, depth + 1, memo)
+                        for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        total = 1 + sum(_measure(v, depth + 1, memo) for v in node.value)
+    else:
+        total = 1
+    memo[key] = total
+    if total > MAX_YAML_NODES:
+        raise ValueError(f"YAML expands to more than {MAX_YAML_NODES} nodes (aliases used as a "
+                         "'billion laughs' bomb?); refusing to load it")
+    return total
+
+
+def _read(path: str, _chain: tuple = ()) -> dict:
+    path = resolve_config(path)
+    real = os.path.realpath(path)
+    if real in _chain:
+        chain = " -> ".join(list(_chain) + [real])
+        raise ValueError(f"inherit: cycle in configs ({chain}); remove one of the inherit: lines")
+    if os.path.getsize(path) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: {os.path.getsize(path)} bytes is not a config (limit "
+                         f"{MAX_CONFIG_BYTES}); pass the YAML run config")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the config ({exc})") from exc
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            _measure(node)
+        raw = yaml.safe_load(text) or {}
+    except RecursionError:
+        raise ValueError(f"{path}: YAML nested too deeply to parse; a config is a flat mapping of "
+                         "sections") from None
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML ({exc})") from exc
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: the top level must be a mapping with sections {list(_SECTIONS)}")
     parent = raw.pop("inherit", None)
     if parent:
-        raw = _merge(_read(os.path.join(os.path.dirname(os.path.abspath(path)), parent)), raw)
+        if not isinstance(parent, str):
+            raise ValueError(f"{path}: inherit: must be one file name, got {parent!r}")
+        ppath = os.path.join(os.path.dirname(os.path.abspath(path)), parent)
+        if not os.path.exists(ppath):
+            raise ValueError(f"{path}: inherit: {parent!r} does not exist (looked for {ppath})")
+        raw = _merge(_read(ppath, _chain + (real,)), raw)
     return raw
 
 
@@ -137,7 +219,32 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
             raise ValueError(f"{source}: unknown key(s) {sorted(bad)} in section {sec!r}; allowed: "
                              f"{sorted(allowed)}")
         parts[sec] = cls(**{k: _coerce(cls, k, v, sec) for k, v in body.items()})
-    return RunConfig(**parts)
+    cfg = RunConfig(**parts)
+    _validate(cfg, source)
+    return cfg
+
+
+def _validate(cfg: RunConfig, source: str) -> None:
+    """Values that would fail deep inside a run are refused here, naming the key."""
+    def bad(key, value, why):
+        raise ValueError(f"{source}: {key}={value!r} {why}")
+    sc, pc = cfg.solve, cfg.problem
+    for key, v in (("solve.workers", sc.workers), ("solve.max_iter", sc.max_iter),
+                   ("problem.n", pc.n), ("problem.d", pc.d), ("problem.n_query", pc.n_query),
+                   ("problem.d_query", pc.d_query)):
+        if v is None or v < 1:
+            bad(key, v, "must be a positive integer")
+    for key, v in (("solve.tol", sc.tol), ("solve.timeout", sc.timeout)):
+        if v is None or not (v > 0 and v != float("inf")):
+            bad(key, v, "must be a positive, finite number")
+    if sc.target_error is not None and not (0 < sc.target_error < float("inf")):
+        bad("solve.target_error", sc.target_error, "must be a positive, finite number or null")
+    if sc.mode not in ("auto", "paper", "gram"):
+        bad("solve.mode", sc.mode, "must be auto, paper or gram")
+    if sc.backend not in ("inprocess", "torch", "ray"):
+        bad("solve.backend", sc.backend, "must be inprocess, torch or ray")
+    if sc.device is not None and not __import__("re").fullmatch(r"auto|cpu|cuda(:\d+)?", sc.device):
+        bad("solve.device", sc.device, "must be auto, cpu or cuda[:k]")
 
 
 def load_config(path: str, overrides: Optional[dict] = None) -> RunConfig:

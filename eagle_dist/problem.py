@@ -21,9 +21,44 @@ except ImportError:  # pragma: no cover - scipy is a hard dependency
     _sp = None
 
 
+def available_memory() -> int:
+    """Bytes this process may still allocate: ``MemAvailable`` of /proc/meminfo (Linux), else
+    physical memory from ``os.sysconf``, else 2**62 (no guard)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import os
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 2 ** 62
+
+
+def check_memory(nbytes: float, what: str, fix: str = "use smaller sizes") -> None:
+    """Refuse, before allocating, a job whose dense blocks would not fit in memory (with margin:
+    at most 80 % of what is available), naming the sizes and the numbers."""
+    avail = available_memory()
+    if nbytes > 0.8 * avail:
+        raise ValueError(f"{what} needs about {nbytes / 2**30:.3g} GiB of memory as dense float64 "
+                         f"blocks, but only {avail / 2**30:.3g} GiB are available; {fix}")
+
+
+def dense_problem_bytes(n: int, d: int, n_query: int, d_query: int, reference: bool = True) -> float:
+    """Bytes of the dense blocks A, B, C, D in float64, the solver's copies and (``reference``)
+    the float64 pinv reference's SVD workspace: about 4 copies of A."""
+    blocks = n * d + n_query * d + n * d_query + n_query * d_query
+    return 8.0 * (blocks * 3 + (n * d + min(n, d) ** 2) * (2 if reference else 0))
+
+
 def as_float_array(x: Any, name: str) -> np.ndarray:
     """Validate one block and return a float NumPy copy (never a view of the caller's data)."""
     if _sp is not None and _sp.issparse(x):
+        check_memory(8.0 * x.shape[0] * x.shape[1], f"{name} (sparse {x.shape[0]} x {x.shape[1]}, "
+                     "densified)", "pass a smaller block or use a sharded (distributed) solve")
         x = x.toarray()
     elif isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()

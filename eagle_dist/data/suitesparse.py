@@ -64,6 +64,27 @@ def _resolve(source: Union[str, os.PathLike]) -> Path:
                      f".mtx.gz path or a shipped name ({', '.join(SHIPPED)})")
 
 
+def _check_header_size(f, path) -> None:
+    """Read the size line after the banner and comments; refuse a matrix whose dense blocks
+    (the protocol densifies the chosen block) would not fit in memory, before reading it."""
+    from ..problem import check_memory
+    for raw in f:
+        line = raw.decode("latin-1").strip()
+        if not line or line.startswith("%"):
+            continue
+        parts = line.split()
+        try:
+            rows, cols = int(parts[0]), int(parts[1])
+        except (IndexError, ValueError):
+            raise ValueError(f"{path}: malformed Matrix Market content (size line "
+                             f"{line[:80]!r}; expected 'rows cols [entries]')") from None
+        if rows < 0 or cols < 0:
+            raise ValueError(f"{path}: negative size {rows} x {cols} in the header")
+        check_memory(8.0 * rows * cols * 3, f"{path} ({rows} x {cols})",
+                     "the real-data protocol densifies the matrix: use a smaller matrix")
+        return
+
+
 def load_mtx(source: Union[str, os.PathLike]) -> sp.csr_matrix:
     """Read a (optionally gzipped) Matrix Market file as a float64 CSR matrix.
 
@@ -80,6 +101,7 @@ def load_mtx(source: Union[str, os.PathLike]) -> sp.csr_matrix:
             if "complex" in head:
                 raise ValueError(f"{path}: complex Matrix Market files are not supported (real or "
                                  "pattern only)")
+            _check_header_size(f, path)
             f.seek(0)
             try:
                 M = scipy.io.mmread(f)

@@ -40,10 +40,14 @@ def make_shards(d: int, workers: int, kind: ShardSpec = "contiguous", *, seed: i
 
 def validate_shards(shards: Sequence[Sequence[int]], d: int, workers: Optional[int] = None) -> List[np.ndarray]:
     """Check that explicit shards partition the columns ``0..d-1`` (no gaps, no overlaps, none empty)."""
-    try:
-        out = [np.asarray(s, dtype=np.int64).ravel() for s in shards]
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"shards must be a list of integer column-index lists ({exc})") from exc
+    out = []
+    for i, s in enumerate(shards):
+        arr = np.asarray(s)
+        if arr.size and not (np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_):
+            # np.asarray(..., int64) would silently truncate 1.5 to 1
+            raise ValueError(f"shard {i} has {arr.dtype} entries; shards must hold integer column "
+                             "indices (e.g. [[0, 1], [2, 3]] or numpy integer arrays)")
+        out.append(arr.astype(np.int64).ravel())
     if workers is not None and len(out) != workers:
         raise ValueError(f"{len(out)} shards given but workers={workers}; pass one shard per worker")
     for i, s in enumerate(out):
