@@ -42,7 +42,7 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
           normalization: str = "local", timeout: float = 60.0, address: Optional[str] = None,
           kernel: Optional[Callable] = None, mode: str = "auto", verify: bool = True,
           rcond: Optional[float] = None, threads: Optional[int] = None,
-          throw: bool = False) -> SolveResult:
+          startup_timeout: float = 120.0, throw: bool = False) -> SolveResult:
     """Complete ``D̂ = B A⁺ C`` for ``problem`` with ``method``.
 
     Methods: ``eagle``, ``gd``, ``sgd`` (sketched GD), ``cg`` (normal equations), ``lsmr``,
@@ -67,6 +67,10 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
     Stopping (all methods): relative D-step ``≤ tol`` (``patience`` times in a row),
     ``target_error`` on the true relative error, ``max_iter``, ``time_budget`` seconds, or
     ``callback(iteration, info)`` returning True. See :class:`eagle_dist.result.Status`.
+
+    ``timeout`` (distributed): seconds a collective may wait and a rank may stay silent before
+    the run fails with ``WorkerFailure``; ``startup_timeout``: seconds for processes / Ray actors
+    to start and form their group.
 
     ``threads``: torch threads for a centralized solve (default: one thread below 250,000 entries
     of A, where more threads only add overhead on a busy machine; torch's setting above).
@@ -110,7 +114,7 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
             problem, opts, method=method, workers=int(workers), backend=backend, shards=shards,
             eta=eta, gamma=gamma, normalization=normalization, accelerate=accelerate,
             timeout=timeout, address=address, kernel=kernel, mode=mode, verify=verify,
-            rcond=rcond)
+            rcond=rcond, startup_timeout=startup_timeout)
     else:
         kw: dict = {}
         if method == "sgd" and sketch_size is None:

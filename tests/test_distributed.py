@@ -1,4 +1,5 @@
 """Distributed EAGLE / GD (SPEC §2b): backends agree, convergence, α, rounds, bytes, failures."""
+import os
 import subprocess
 import time
 
@@ -169,11 +170,12 @@ def test_invalid_distributed_arguments_rejected_before_start():
 
 
 def _leftover_workers() -> int:
-    """Live worker processes of either backend: spawned ranks, or Ray actor processes (Ray names
-    them ``ray::ShardActor``; a killed one lingers as ``<defunct>`` until reaped)."""
-    out = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    return sum(("eagle_dist.distributed.runtime" in line or "ray::ShardActor" in line)
-               and "defunct" not in line for line in out.splitlines())
+    """Live worker processes of either backend among THIS test process's descendants (spawned
+    ranks, or Ray actor processes, which Ray names ``ray::ShardActor``): other people's processes
+    on a shared machine are never counted."""
+    from _procs import cmdline, descendants
+    return sum(("eagle_dist.distributed" in cmdline(p) or "ray::ShardActor" in cmdline(p))
+               for p in descendants(os.getpid()))
 
 
 def _no_leftover_workers(within: float = 15.0) -> bool:

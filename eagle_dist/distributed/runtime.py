@@ -1,19 +1,30 @@
-"""Backends that run :func:`eagle_dist.distributed.worker.run_rounds` (SPEC §2b, §6).
+"""Backends that run :func:`eagle_dist.distributed.worker.run_rounds`.
 
 * ``inprocess`` — all M shard workers in this process; the all-reduce is a sum over the local
   workers. The fast path for sweeps and tests, with the same iterates as the others.
-* ``torch`` — M processes spawned here, each given torchrun's environment (``RANK``,
-  ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) and running
-  :func:`worker_main`, which forms a torch.distributed process group exactly as under ``torchrun``
-  (gloo on CPU, NCCL when every rank has a GPU).
+* ``torch`` — M processes spawned here (``python -m eagle_dist.distributed._spawn``), each given
+  torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, …) and running
+  :func:`worker_main`, which forms a torch.distributed process group as under ``torchrun`` (gloo
+  on CPU, NCCL when every rank has a GPU). Locally the group meets through a ``FileStore`` in a
+  private (0700) temp folder, so no port is opened at all.
 * ``ray`` — M Ray actors (one per shard, ``num_gpus=1`` each when the cluster has GPUs) learn rank
   0's address, set the same variables and call the same :func:`worker_main` (the pattern of Ray
   Train's torch backend). ``address=None`` starts a local Ray instance; otherwise connects.
 
-Failure handling: the process group has an explicit ``timeout``; a worker that dies makes its
-peers' all-reduce fail at once, a worker that hangs makes it fail after ``timeout`` seconds. The
-driver watches the processes / actors, and on the first failure terminates all of them and raises
-:class:`WorkerFailure` naming the rank.
+Deadlines — every wait of the driver is bounded, and each failure ends in :class:`WorkerFailure`
+naming the rank(s):
+
+* ``startup_timeout`` (default 120 s): processes / actors started, torch imported, process group
+  formed. A Ray ``address`` that does not accept a TCP connection within 5 s is refused at once.
+* ``timeout`` (default 60 s): the process group's collective timeout — a peer that dies breaks
+  the others' all-reduce at once, one that hangs makes them fail after ``timeout`` — and the
+  driver's liveness deadline: every rank reports each round (a heartbeat file for the torch
+  backend, a ``progress()`` call answered by a second actor thread for Ray), and a rank silent for
+  ``timeout`` + 5 s (stopped with SIGSTOP, hung, or alone with ``workers=1``) fails the run.
+* Clean-up: on any failure (or SIGTERM of the driver) every process / actor is stopped and the
+  temp folder removed. Spawned ranks die with the driver even on SIGKILL (Linux parent-death
+  signal, elsewhere a watchdog thread polling the parent), and delete their pickled payload as
+  soon as they have read it.
 """
 from __future__ import annotations
 
@@ -23,7 +34,7 @@ import os
 import socket
 import time
 from datetime import timedelta
-from typing import Any, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -45,11 +56,14 @@ class WorkerFailure(RuntimeError):
 # ------------------------------------------------------------------------------------------------
 def worker_main(A: np.ndarray, B: np.ndarray, C: np.ndarray, reference: Optional[np.ndarray],
                 denominator: Optional[float], kernel, cfg: RoundConfig, dtype: str = "float64",
-                device: str = "auto", timeout: float = 60.0) -> Dict[str, Any]:
+                device: str = "auto", timeout: float = 60.0,
+                on_round: Optional[Callable[[int], None]] = None) -> Dict[str, Any]:
     """Run one rank: read torchrun's environment, join the process group, run the rounds.
 
     ``A``/``B`` are this rank's column shard, ``C`` the replicated block. Returns a dict (rank,
-    bytes, and on every rank the full :class:`RoundsOutput` fields).
+    bytes, and on every rank the full :class:`RoundsOutput` fields). ``on_round`` is the
+    launcher's liveness heartbeat. With ``EAGLE_DIST_STORE_FILE`` set the group meets through that
+    ``FileStore`` (local runs: no TCP port), otherwise through torchrun's ``env://`` variables.
     """
     import torch.distributed as dist
     rank = int(os.environ["RANK"])
@@ -68,7 +82,12 @@ def worker_main(A: np.ndarray, B: np.ndarray, C: np.ndarray, reference: Optional
     if cfg.workers != world:
         raise ValueError(f"config says workers={cfg.workers} but WORLD_SIZE={world}; launch "
                          f"{cfg.workers} processes (torchrun --nproc_per_node={cfg.workers})")
-    dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout))
+    store_file = os.environ.get("EAGLE_DIST_STORE_FILE")
+    if store_file:
+        dist.init_process_group(backend=backend, store=dist.FileStore(store_file, world),
+                                rank=rank, world_size=world, timeout=timedelta(seconds=timeout))
+    else:
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout))
     try:
         tdt = resolve_dtype(dtype, np.float64)
 
@@ -84,12 +103,18 @@ def worker_main(A: np.ndarray, B: np.ndarray, C: np.ndarray, reference: Optional
         ref = None if reference is None else torch.tensor(reference, dtype=torch.float64, device=dev)
         D0 = torch.zeros(B.shape[0], C.shape[1], dtype=tdt, device=dev)
         out = run_rounds([ShardWorker(t(A), t(B), kernel, rank)], t(C), D0, comm, cfg, ref,
-                         denominator, is_main=(rank == 0))
+                         denominator, is_main=(rank == 0), on_round=on_round)
         res = dict(out.__dict__)
-        res.update(rank=rank, backend=backend, device=str(dev))
+        res.update(rank=rank, backend=backend, device=str(dev), store="file" if store_file else "env")
         return res
     finally:
         dist.destroy_process_group()
+
+
+#: seconds a rank may stay silent beyond ``timeout`` before the driver declares it lost
+LIVENESS_GRACE_S = 5.0
+#: default deadline for processes / actors to start and form the process group
+STARTUP_TIMEOUT_S = 120.0
 
 
 _PEER_ERRORS = ("gloo", "nccl", "Connection closed", "Read error", "Timed out", "timed out",
@@ -123,24 +148,89 @@ def _torch_env(rank: int, world: int, addr: str, port: int) -> Dict[str, str]:
             "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": addr, "MASTER_PORT": str(port)}
 
 
+class _Heartbeat:
+    """Touches ``path`` at most every 0.5 s; the driver reads its modification time."""
+
+    def __init__(self, path: str):
+        self.path, self._last = path, 0.0
+        self(0)
+
+    def __call__(self, rnd: int) -> None:
+        now = time.monotonic()
+        if now - self._last >= 0.5:
+            self._last = now
+            with open(self.path, "w") as f:
+                f.write(str(rnd))
+
+
 def spawned_worker(path: str) -> None:
     """Entry of a worker process started by the ``torch`` backend (``python -m
-    eagle_dist.distributed.runtime PAYLOAD``): a fresh interpreter, like torchrun's, so the
-    caller's ``__main__`` is never re-imported. Writes ``PAYLOAD.out`` (result or error)."""
+    eagle_dist.distributed._spawn PAYLOAD``): a fresh interpreter, like torchrun's, so the caller's
+    ``__main__`` is never re-imported. Reads then deletes the payload, beats ``PAYLOAD.hb`` every
+    round, and writes ``PAYLOAD.out`` (result or error)."""
     import pickle
+    import traceback
     with open(path, "rb") as f:
         kwargs = pickle.load(f)
+    os.remove(path)                                   # nothing pickled lingers after start-up
+    beat = _Heartbeat(path + ".hb")
     try:
-        result = ("ok", worker_main(**kwargs))
+        result = ("ok", worker_main(**kwargs, on_round=beat))
     except BaseException as exc:  # noqa: BLE001 - reported to the driver, then re-raised
-        result = ("error", f"{type(exc).__name__}: {exc}")
-        with open(path + ".out.tmp", "wb") as f:
-            pickle.dump(result, f)
-        os.replace(path + ".out.tmp", path + ".out")
+        tb = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+        result = ("error", f"{type(exc).__name__}: {exc}{where}")
+        _write_result(path, result)
         raise
+    _write_result(path, result)
+
+
+def _write_result(path: str, result) -> None:
+    import pickle
     with open(path + ".out.tmp", "wb") as f:
         pickle.dump(result, f)
     os.replace(path + ".out.tmp", path + ".out")
+
+
+def _last_error_line(stderr: str) -> str:
+    """The rank's own error from its stderr: the last line that is not a warning."""
+    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
+    real = [ln for ln in lines if "Warning" not in ln and not ln.startswith("warnings.warn")]
+    return (real or lines or [""])[-1]
+
+
+def _process_state(pid: int) -> str:
+    """Linux process state letter ('T' stopped, 'Z' zombie, …) or '' when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return ""
+
+
+def _check_timeouts(timeout, startup_timeout) -> None:
+    for name, v in (("timeout", timeout), ("startup_timeout", startup_timeout)):
+        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+            raise ValueError(f"{name}={v!r} must be a positive, finite number of seconds")
+
+
+class _Terminated(BaseException):
+    """Raised in the driver's main thread by SIGTERM so that clean-up runs."""
+
+
+def _on_sigterm():
+    """Install a SIGTERM handler (main thread only) that unwinds the driver; returns a restore
+    function."""
+    import signal
+    import threading
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def handler(signum, frame):
+        raise _Terminated(f"driver received signal {signum}")
+
+    old = signal.signal(signal.SIGTERM, handler)
+    return lambda: signal.signal(signal.SIGTERM, old)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -166,21 +256,27 @@ def _run_inprocess(payload: List[dict]) -> Dict[str, Any]:
     return res
 
 
-def _run_torch(payload: List[dict], world: int, timeout: float) -> List[Dict[str, Any]]:
+def _run_torch(payload: List[dict], world: int, timeout: float,
+               startup_timeout: float = STARTUP_TIMEOUT_S) -> List[Dict[str, Any]]:
     import pickle
+    import shutil
     import subprocess
     import sys
     import tempfile
-    port = _free_port()
-    tmp = tempfile.mkdtemp(prefix="eagle_dist_")
+    _check_timeouts(timeout, startup_timeout)
+    tmp = tempfile.mkdtemp(prefix="eagle_dist_")          # 0700: private to this user
     procs, paths = [], []
+    restore = _on_sigterm()
     try:
+        store = os.path.join(tmp, "store")
+        t_start = time.monotonic()
         for r in range(world):
             path = os.path.join(tmp, f"rank{r}.pkl")
             with open(path, "wb") as f:
                 pickle.dump(payload[r], f)
-            env = dict(os.environ, **_torch_env(r, world, "127.0.0.1", port))
-            procs.append(subprocess.Popen([sys.executable, "-m", "eagle_dist.distributed.runtime", path],
+            env = dict(os.environ, **_torch_env(r, world, "127.0.0.1", 0),
+                       EAGLE_DIST_STORE_FILE=store, EAGLE_DIST_PARENT_PID=str(os.getpid()))
+            procs.append(subprocess.Popen([sys.executable, "-m", "eagle_dist.distributed._spawn", path],
                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
             paths.append(path)
         results: Dict[int, Any] = {}
@@ -188,6 +284,7 @@ def _run_torch(payload: List[dict], world: int, timeout: float) -> List[Dict[str
         deadline = None
         while len(results) + len(failures) < world:
             time.sleep(0.05)
+            now = time.monotonic()
             for r, (p, path) in enumerate(zip(procs, paths)):
                 if r in results or r in failures:
                     continue
@@ -199,8 +296,19 @@ def _run_torch(payload: List[dict], world: int, timeout: float) -> List[Dict[str
                     else:
                         results[r] = value
                 elif p.poll() not in (None, 0):
-                    err = p.stderr.read().decode(errors="replace").strip().splitlines()
-                    failures[r] = f"died (exit code {p.returncode}){': ' + err[-1] if err else ''}"
+                    err = _last_error_line(p.stderr.read().decode(errors="replace"))
+                    failures[r] = f"died (exit code {p.returncode}){': ' + err if err else ''}"
+                elif _process_state(p.pid) == "T":
+                    failures[r] = "stopped (SIGSTOP / job control): it cannot make progress"
+                else:
+                    hb = path + ".hb"
+                    if not os.path.exists(hb):
+                        if now - t_start > startup_timeout:
+                            failures[r] = (f"did not start within startup_timeout = "
+                                           f"{startup_timeout:g} s")
+                    elif time.time() - os.path.getmtime(hb) > timeout + LIVENESS_GRACE_S:
+                        failures[r] = (f"no progress for more than timeout + {LIVENESS_GRACE_S:g} s = "
+                                       f"{timeout + LIVENESS_GRACE_S:g} s (hung outside a collective)")
             if failures:
                 # give peers a moment to report, so the first-hand failure can be named
                 deadline = deadline or time.monotonic() + 2.0
@@ -211,8 +319,14 @@ def _run_torch(payload: List[dict], world: int, timeout: float) -> List[Dict[str
                            [r for r in range(world) if r not in results and r not in failures])
         return [results[r] for r in range(world)]
     finally:
+        restore()
+        import signal as _signal
         for p in procs:
             if p.poll() is None:
+                try:
+                    p.send_signal(_signal.SIGCONT)        # a stopped rank cannot act on SIGTERM
+                except OSError:
+                    pass
                 p.terminate()
         for p in procs:
             try:
@@ -222,7 +336,6 @@ def _run_torch(payload: List[dict], world: int, timeout: float) -> List[Dict[str
                 p.wait(timeout=5)
             if p.stderr:
                 p.stderr.close()
-        import shutil
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -232,9 +345,12 @@ _RAY_STARTED_HERE = False
 def _ray_actor_class():
     import ray
 
-    @ray.remote
+    @ray.remote(max_concurrency=2)          # a second thread answers progress() during run()
     class ShardActor:
         """One column shard; sets torchrun's variables and runs :func:`worker_main`."""
+
+        def __init__(self):
+            self._round, self._beat = -1, time.monotonic()
 
         def address(self):
             import ray as _ray
@@ -243,19 +359,51 @@ def _ray_actor_class():
         def pid(self):
             return os.getpid()
 
+        def progress(self):
+            """``(last round, seconds since it)``: the driver's liveness probe."""
+            return self._round, time.monotonic() - self._beat
+
+        def _on_round(self, rnd: int) -> None:
+            self._round, self._beat = rnd, time.monotonic()
+
         def run(self, env: Dict[str, str], kwargs: dict):
             os.environ.update(env)
-            return worker_main(**kwargs)
+            self._on_round(0)
+            return worker_main(**kwargs, on_round=self._on_round)
 
     return ShardActor
 
 
-def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[str]) -> List[Dict[str, Any]]:
+def _check_ray_address(address: str, wait_s: float = 5.0) -> None:
+    """Refuse an unreachable cluster address within ``wait_s`` (``ray.init`` itself retried for
+    minutes). ``auto``/``local`` are left to Ray."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"address={address!r}: expected 'host:port' or 'ray://host:port' (or None "
+                         "to start Ray locally)")
+    try:
+        with socket.create_connection((host, int(port)), timeout=wait_s):
+            pass
+    except OSError as exc:
+        raise WorkerFailure(f"ray backend: the cluster address {address!r} did not accept a "
+                            f"connection within {wait_s:g} s ({exc}); check that the Ray head is "
+                            "running and reachable, or pass address=None to start Ray locally") from None
+
+
+def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[str],
+             startup_timeout: float = STARTUP_TIMEOUT_S) -> List[Dict[str, Any]]:
     try:
         import ray
+        from ray.exceptions import GetTimeoutError
     except ImportError as exc:
         raise ValueError("backend='ray' needs Ray: pip install 'eagle-dist[ray]'") from exc
+    _check_timeouts(timeout, startup_timeout)
     global _RAY_STARTED_HERE
+    if address:
+        _check_ray_address(address)
     if not ray.is_initialized():
         if address:
             ray.init(address=address, log_to_driver=False)
@@ -270,13 +418,23 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
         opts["num_gpus"] = 1
     Actor = _ray_actor_class()
     actors = [Actor.options(**opts).remote() for _ in range(world)]
+    restore = _on_sigterm()
     try:
-        addr, port = ray.get(actors[0].address.remote(), timeout=timeout)
+        try:
+            addr, port = ray.get(actors[0].address.remote(), timeout=startup_timeout)
+            ray.get([a.pid.remote() for a in actors], timeout=startup_timeout)
+        except GetTimeoutError:
+            raise WorkerFailure(
+                f"ray backend: the {world} actors did not start within startup_timeout = "
+                f"{startup_timeout:g} s (cluster resources: {dict(res)}); the run was aborted and "
+                "all workers stopped") from None
         refs = [a.run.remote(_torch_env(r, world, addr, port), payload[r])
                 for r, a in enumerate(actors)]
         results: Dict[int, Any] = {}
         failures: Dict[int, str] = {}
         pending = list(refs)
+        probes: Dict[int, Any] = {}                         # rank -> (ref, sent at)
+        limit = timeout + LIVENESS_GRACE_S
         deadline = None
         while pending:
             done, pending = ray.wait(pending, num_returns=1, timeout=0.5)
@@ -287,6 +445,28 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
                 except Exception as exc:  # RayActorError (death) or RayTaskError (raised)
                     lines = [ln for ln in str(exc).splitlines() if ln.strip()]
                     failures[r] = f"{type(exc).__name__}: {lines[-1] if lines else ''}"
+            # liveness: a rank that does not report progress for `timeout` + grace is lost
+            now = time.monotonic()
+            for r, a in enumerate(actors):
+                if r in results or r in failures:
+                    continue
+                if r in probes:
+                    ref, sent = probes[r]
+                    ready, _ = ray.wait([ref], timeout=0)
+                    if ready:
+                        del probes[r]
+                        try:
+                            rnd, silent = ray.get(ref)
+                        except Exception:  # noqa: BLE001 - its run() reports the death
+                            continue
+                        if silent > (startup_timeout if rnd <= 0 else limit):
+                            failures[r] = (f"no progress for {silent:.0f} s after round {rnd} "
+                                           "(hung outside a collective)")
+                    elif now - sent > limit:
+                        failures[r] = (f"did not answer a liveness probe for {now - sent:.0f} s "
+                                       "(process stopped or wedged)")
+                else:
+                    probes[r] = (a.progress.remote(), now)
             if failures:
                 deadline = deadline or time.monotonic() + 2.0
                 if time.monotonic() > deadline:
@@ -296,6 +476,7 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
                            [r for r in range(world) if r not in results and r not in failures])
         return [results[r] for r in range(world)]
     finally:
+        restore()
         for a in actors:
             try:
                 ray.kill(a)
@@ -424,7 +605,8 @@ def assemble(problem, outs: List[Dict[str, Any]], *, method: str, backend: str, 
                 bytes_sent_per_worker=out.get("bytes_sent", 0),
                 probe_gap=out.get("probe_gap", float("nan")),
                 certified_at=out.get("certified_at", -1),
-                best_iteration=out.get("best_iteration", 0), device=out.get("device", ""))
+                best_iteration=out.get("best_iteration", 0), device=out.get("device", ""),
+                rendezvous=out.get("store", "inprocess"))
     if isinstance(kernel, EagleKernel):
         info.update(eta=kernel.eta, gamma=kernel.gamma)
     else:
@@ -447,7 +629,8 @@ def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", wo
                       accelerate: bool = False, timeout: float = 60.0,
                       address: Optional[str] = None, kernel=None,
                       fault: Optional[FaultInjection] = None, mode: str = "auto",
-                      verify: bool = True, rcond: Optional[float] = None) -> SolveResult:
+                      verify: bool = True, rcond: Optional[float] = None,
+                      startup_timeout: float = STARTUP_TIMEOUT_S) -> SolveResult:
     """Distributed EAGLE (``method="eagle"``) or distributed GD (``"gd"``, η = 0).
 
     ``mode``: ``"paper"`` (all-reduce the mean (C', D'); exact on consistent data, ``verify``
@@ -473,8 +656,9 @@ def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", wo
             except Exception as exc:  # noqa: BLE001
                 raise ValueError("callback must be picklable (a module-level function) for the "
                                  f"'{backend}' backend; got {opts.callback!r}") from exc
-        outs = _run_torch(payload, workers, timeout) if backend == "torch" else \
-            _run_ray(payload, workers, timeout, address)
+        _check_timeouts(timeout, startup_timeout)
+        outs = _run_torch(payload, workers, timeout, startup_timeout) if backend == "torch" else \
+            _run_ray(payload, workers, timeout, address, startup_timeout)
         name = f"{backend}/{outs[0]['backend']}"
     else:
         raise ValueError(f"backend={backend!r}; use 'inprocess', 'torch' or 'ray'")
@@ -483,7 +667,3 @@ def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", wo
     return assemble(problem, outs, method=method, backend=name, wall=time.perf_counter() - t0,
                     shards=shards)
 
-
-if __name__ == "__main__":  # a worker process of the torch backend
-    import sys
-    spawned_worker(sys.argv[1])

@@ -87,14 +87,18 @@ class EagleKernel:
 
 @dataclass
 class FaultInjection:
-    """Chaos testing: make ``rank`` exit (``"exit"``) or stall (``"hang"``) at ``round``."""
+    """Chaos testing: make ``rank`` (-1: every rank) exit (``"exit"``), stall (``"hang"``), stop
+    itself with SIGSTOP (``"stop"``) or raise (``"raise"``) at ``round``."""
 
     rank: int
     round: int
     mode: str = "exit"
 
     def maybe_fire(self, rank: int, rnd: int) -> None:
-        if rank == self.rank and rnd == self.round:
+        if self.rank in (rank, -1) and rnd == self.round:    # rank -1: every rank
+            if self.mode == "stop":
+                import signal
+                os.kill(os.getpid(), signal.SIGSTOP)
             if self.mode == "exit":
                 os._exit(17)
             elif self.mode == "hang":
@@ -193,8 +197,9 @@ def _sum_local(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
 
 def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, comm: AllReduce,
                cfg: RoundConfig, reference: Optional[torch.Tensor], denominator: Optional[float],
-               is_main: bool = True) -> RoundsOutput:
-    """The round loop (see the module docstring) for the workers this process holds."""
+               is_main: bool = True, on_round: Optional[Callable[[int], None]] = None) -> RoundsOutput:
+    """The round loop (see the module docstring) for the workers this process holds.
+    ``on_round(r)`` is called after every round (the launchers' liveness heartbeat)."""
     if cfg.mode not in MODES:
         raise ValueError(f"mode={cfg.mode!r}; use one of {MODES}")
     M = cfg.workers
@@ -271,12 +276,15 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
         return num / den if den > 0 else (0.0 if num == 0 else math.inf)
 
     state = {"D": D, "C": C, "K": None, "g0": 1.0, "is_gd": is_gd}
+    if on_round is not None:
+        on_round(0)
     mon = Monitor(_quiet(opts, progress=opts.progress and is_main), reference,
                   desc=f"rounds(M={M}, {cfg.mode})", C0_norm=_norm64(C), denominator=denominator,
                   certify_from=certify_from if protocol else 0,
                   guard_from=(cap + 1) if (protocol and cap) else None,
                   certifier=certifier if protocol and cap else None, verify=verify)
 
+    mon.on_round = on_round
     rounds = _gram_rounds if cfg.mode == "gram" else _paper_rounds
     D_fin, status, bytes_per_round, bytes_sent, setup_bytes = rounds(
         local, C, D, comm, cfg, mon, state, voting, is_main, setup_bytes, d_query)
@@ -315,6 +323,8 @@ def _record(mon: Monitor, D: torch.Tensor, D_old: torch.Tensor, C: torch.Tensor,
             vote: float) -> Optional[Status]:
     """Record a round on the user's columns of D (the probe column, if any, is the last)."""
     status = mon.record(D[:, :d_query], D_old[:, :d_query], C_norm=_norm64(C))
+    if mon.on_round is not None:
+        mon.on_round(mon.iteration)
     if status is None and vote > 0:
         status = Status.TIME_BUDGET if vote == 1.0 else Status.CONVERGED
         mon.close()
