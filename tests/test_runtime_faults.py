@@ -112,8 +112,7 @@ def test_worker_error_is_the_real_error_not_a_runpy_warning(tmp_path):
 
 DRIVER = textwrap.dedent("""
     import sys
-    from _procs import cmdline, descendants
-from eagle_dist.distributed import FaultInjection, alpha_problem
+    from eagle_dist.distributed import FaultInjection, alpha_problem
     from eagle_dist.distributed.runtime import solve_distributed
     from eagle_dist.solvers.common import SolverOptions
     prob, shards = alpha_problem(20, 20, 2, alpha=1.0, seed=0)
