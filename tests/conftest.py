@@ -10,3 +10,12 @@ torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_local_ray_for_the_session():
+    """Ray, when a test starts it, stays up for the whole session (each start costs seconds) and
+    is shut down once at the end."""
+    yield
+    from eagle_dist.distributed import shutdown_ray
+    shutdown_ray()

@@ -188,6 +188,7 @@ def test_solve_warns_when_shards_have_small_alpha(caplog):
     assert len(warn) == 1 and "is small" in warn[0] and "rounds per decade" in warn[0]
 
 
+@pytest.mark.slow           # ~30-55 s: the README's main job end to end (python -m pytest -m slow)
 def test_demo_main_job_end_to_end(tmp_path):
     """The README's first command: a shipped SuiteSparse system solved centrally, then a sharded
     problem on real Ray actors (2 here, to keep CI short) against distributed GD."""

@@ -8,7 +8,7 @@ import pytest
 
 from eagle_dist import Problem, solve
 from eagle_dist.distributed import (FaultInjection, WorkerFailure, alpha_problem, diversity_index,
-                                    make_shards, max_alpha_below_one, shutdown_ray,
+                                    make_shards, max_alpha_below_one,
                                     solve_distributed, validate_shards)
 from eagle_dist.solvers.common import SolverOptions
 
@@ -18,12 +18,6 @@ ray = pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ra
 @pytest.fixture(scope="module")
 def small():
     return alpha_problem(40, 40, 3, alpha=1.0, kappa_max=1e2, n_query=2, d_query=2, seed=3)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _ray_cleanup():
-    yield
-    shutdown_ray()
 
 
 def test_backends_produce_the_same_iterates(small):

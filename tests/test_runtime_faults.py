@@ -14,7 +14,7 @@ import time
 import pytest
 
 from _procs import cmdline, descendants
-from eagle_dist.distributed import FaultInjection, WorkerFailure, alpha_problem, shutdown_ray
+from eagle_dist.distributed import FaultInjection, WorkerFailure, alpha_problem
 from eagle_dist.distributed.runtime import solve_distributed
 from eagle_dist.solvers.common import SolverOptions
 
@@ -23,12 +23,6 @@ ray = pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ra
 
 def rank_processes(root: int) -> list:
     return [p for p in descendants(root) if "eagle_dist.distributed._spawn" in cmdline(p)]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _ray_cleanup():
-    yield
-    shutdown_ray()
 
 
 @pytest.fixture(scope="module")
