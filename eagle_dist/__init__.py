@@ -1,5 +1,5 @@
 """eagle_dist — EAGLE, the second-order iteration linear transformers discover, for masked-block
-completion ``D̂ = B A⁺ C``: centralized, sketched and distributed (SPEC; arXiv 2509.19702)."""
+completion ``D̂ = B A⁺ C``: centralized, sketched and distributed (arXiv 2509.19702)."""
 from .api import ConvergenceWarning, SolveError, lstsq, solve
 from .kernels import eagle_update
 from .problem import Problem

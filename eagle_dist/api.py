@@ -154,7 +154,7 @@ def lstsq(A, b, *, method: str = "eagle", tol: float = 1e-12, max_iter: int = 10
 
     ``A`` is ``(m, k)`` in the usual orientation; ``b`` is ``(m,)`` or ``(m, p)``. Internally the
     block problem has ``A_here = Aᵀ`` (``k x m``), ``B = bᵀ`` and ``C = I_k`` so ``D = xᵀ``
-    (SPEC §1). Returns ``x`` (and the :class:`SolveResult` when ``return_result=True``).
+   . Returns ``x`` (and the :class:`SolveResult` when ``return_result=True``).
 
     Example:
         >>> import numpy as np

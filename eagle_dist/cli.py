@@ -82,7 +82,7 @@ def prepare_out_dir(path: Optional[str], overwrite: bool = False) -> Optional[st
 def _add_problem_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("problem (synthetic unless --mtx)")
     g.add_argument("--mtx", help="Matrix Market file (.mtx/.mtx.gz) or shipped SuiteSparse name, "
-                                 "e.g. HB/dwt_1007 (SPEC §5 protocol)")
+                                 "e.g. HB/dwt_1007 (the paper's real-data protocol)")
     g.add_argument("--c-block", default="rest", choices=["rest", "identity"],
                    help="with --mtx: C = remaining columns, or I (solve w A = B)")
     g.add_argument("--rank", type=int, default=None, help="rank of A (synthetic) / of the matrix (--mtx)")
@@ -159,7 +159,7 @@ SMALL_ALPHA = 1e-2
 
 def report_diversity(problem, shards, workers: int) -> None:
     """Log the diversity index α of the sharding and warn when it predicts many rounds
-    (SPEC §2b: after O(log κ_max) rounds, convergence is linear at a rate set by α)."""
+    rounds, convergence is linear at a rate set by α)."""
     from .distributed import diversity_index, make_shards
     if problem.n > ALPHA_CHECK_MAX_N:
         log.info("diversity index α not computed (n = %d > %d)", problem.n, ALPHA_CHECK_MAX_N)

@@ -7,7 +7,7 @@ A config has three sections; ``inherit: other.yaml`` (relative to the file) merg
     output:    {dir: runs/distributed}
 
 ``problem.source``: ``controlled`` | ``alpha`` (α-controlled shards, :func:`alpha_problem`) |
-``mtx`` (``path``: file or shipped SuiteSparse name) | one of the §5 distributions.
+``mtx`` (``path``: file or shipped SuiteSparse name) | one of the paper's evaluation distributions.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The EAGLE update — the one place the iteration lives (SPEC §2, the paper's Algorithm 1).
+"""The EAGLE update — the one place the iteration lives.
 
 Every regime (centralized, sketched, distributed) and every backend (in-process, torch.distributed,
 Ray) calls :func:`eagle_update`. Gradient descent and SGD are the same update with ``eta = 0``.

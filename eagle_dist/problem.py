@@ -1,4 +1,4 @@
-"""The masked-block completion problem ``X = [[A, C], [B, ?]]`` (SPEC §1).
+"""The masked-block completion problem ``X = [[A, C], [B, ?]]``.
 
     A : n  x d      C : n  x d'
     B : n' x d      D : n' x d'   (hidden)

@@ -1,6 +1,5 @@
 """Distributed EAGLE / GD (SPEC §2b): backends agree, convergence, α, rounds, bytes, failures."""
 import os
-import subprocess
 import time
 
 import numpy as np

@@ -1,4 +1,4 @@
-"""Benchmark sweeps (SPEC §5) that write CSV, PNG plots and a markdown summary.
+"""Benchmark sweeps that write CSV, PNG plots and a markdown summary.
 
 Each sweep module exposes ``add_parser(subparsers)``; :mod:`.cli` registers them under
 ``eagle-dist bench``.

@@ -1,4 +1,4 @@
-"""Centralized and compute-limited (sketched) benchmark sweeps (SPEC §2, §2a, §4, §5).
+"""Centralized and compute-limited (sketched) benchmark sweeps.
 
 Three sweeps, each a Python function and an ``eagle-dist bench`` sub-command:
 
@@ -6,7 +6,7 @@ Three sweeps, each a Python function and an ``eagle-dist bench`` sub-command:
   ``n' = d' = 2`` (:func:`eagle_dist.data.controlled`). Iterations and wall time until the relative
   error ``‖D_ℓ − D̂‖_F / ‖D̂‖_F ≤ 1e-10`` for EAGLE, CG on the normal equations, GD, LSMR and
   ``lstsq``; error-vs-iteration and error-vs-time plots. Headline: CG / EAGLE iterations at
-  κ = 1e4 (issue target ≥ 300×; SPEC §5 claims ~100×).
+  κ = 1e4 (target ≥ 300×; the paper claims ~100×).
 * :func:`sketch_sweep` (``eagle-dist bench sketch``): sketch size ``r ∈ {d/8, d/4, d/2, d}``
   (κ = 1e2): iterations, time per iteration and time to relative error 1e-2 for sketched EAGLE and
   SGD (GD on the same ``r``-column sketch), both sketch kinds. Headline: SGD time / EAGLE time at
@@ -194,7 +194,7 @@ def kappa_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
                 krylov_tol: float = 1e-14, dtype: str = "float64", device: str = "cpu",
                 seed: int = 0, threads: Optional[int] = None, smoke: bool = False,
                 progress: bool = True) -> SweepResult:
-    """Iterations and wall time to relative error ``target`` versus κ(A) (SPEC §5).
+    """Iterations and wall time to relative error ``target`` versus κ(A).
 
     For every κ and run ``i`` the problem is ``controlled(n, d, nq, dq, kappa=κ, seed=seed+i)``
     (noiseless, so ``D̂ = D``). EAGLE, CG and GD stop when ``‖D_ℓ − D̂‖_F ≤ target·‖D̂‖_F`` or
@@ -383,7 +383,7 @@ def _kappa_headline_md(headline, ratios, target, cfg) -> str:
         lb = "≥ " if headline["cg_over_eagle_lower_bound"] else ""
         met = "met" if headline["target_300x_met"] else "NOT met"
         lines.append(f"- CG-NE / EAGLE iterations at κ = 1e4: **{lb}{r:.0f}×** "
-                     f"(issue target ≥ 300×: **{met}**); wall-time ratio "
+                     f"(target ≥ 300×: **{met}**); wall-time ratio "
                      f"{headline['cg_over_eagle_time']:.1f}×.")
     if ratios:
         lines.append("")
@@ -476,7 +476,7 @@ def sketch_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
                  seed: int = 0, threads: Optional[int] = None, smoke: bool = False,
                  progress: bool = True) -> SweepResult:
     """Sketched EAGLE vs SGD (GD on the same ``r``-column sketch) to relative error ``target``
-    (SPEC §2a, §5).
+   .
 
     Sketch sizes default to ``r ∈ {d/8, d/4, d/2, d}``; kinds ``"sample"`` (r of the d columns,
     uniformly) and ``"orthonormal"`` (Haar ``d x r``), a fresh sketch every iteration (seeded by the
@@ -585,7 +585,7 @@ def sketch_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
             lines.append(f"- {kind} sketch, r = d/4 = {quarter}: SGD time / EAGLE time to "
                          f"{target:g} = **{v:.1f}×**" + ("" if ok else
                                                          " (not every run reached the target)")
-                         + f" — issue target ≥ 5×: **{met}**.")
+                         + f" — target ≥ 5×: **{met}**.")
     lines += ["", _table(speedups, [
         ("r", "r"), ("sketch", "kind"),
         ("EAGLE time [s]", "eagle_time_s"), ("SGD time [s]", "sgd_time_s"),
@@ -716,7 +716,7 @@ def gemm_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
 
     * ``t_gemm``: a ``(n, d) @ (d, d)`` ``torch.matmul``; rate ``R = 2·n·d² / t_gemm``.
     * floor ``= 3·n·d² / R`` = ``1.5·t_gemm``: a symmetric rank-k product for ``AᵀA``
-      (``n·d²`` flops) plus one GEMM ``A·G`` (``2·n·d²``) per iteration (issue #2).
+      (``n·d²`` flops) plus one GEMM ``A·G`` (``2·n·d²``) per iteration .
     * ``t_kernel``: :func:`eagle_dist.kernels.eagle_update` called directly in the stable form
       (``ρ = 1``, ``scale = 1.5``, ``η = 1/3``, ``γ = 1``, ``‖A‖₂ = 1``), iterates fed back.
     * ``t_gram``: ``A.T @ A`` alone, as torch computes it (to show where the time goes).

@@ -1,4 +1,4 @@
-"""Distributed benchmark sweeps (SPEC §2b, §5; issue 3, "Benchmarks").
+"""Distributed benchmark sweeps.
 
 Two sweeps, each a Python function and an ``eagle-dist bench`` sub-command:
 
@@ -9,7 +9,7 @@ Two sweeps, each a Python function and an ``eagle-dist bench`` sub-command:
   - *M-sweep*: ``M ∈ {1, 3, 5, 8}`` workers, α = 1, κ_max = 1e3, ``n = d_μ = 1000``
     (:func:`eagle_dist.distributed.shards.alpha_problem`). Issue targets: EAGLE ≤ 35 rounds, flat in
     M (max/min ≤ 1.2), GD / EAGLE ≥ 300×.
-  - *α-sweep*: ``M = 3``, α ∈ {1, 0.6, 0.35, 0.01}. The issue's α = 0.8 does not exist at M = 3:
+  - *α-sweep*: ``M = 3``, α ∈ {1, 0.6, 0.35, 0.01}. The paper's α = 0.83 does not exist at M = 3:
     a shard whose range misses any direction caps α at ``(M − 1)/M = 2/3``
     (:func:`eagle_dist.distributed.shards.max_alpha_below_one`), so 0.6 stands in for it. Methods:
     plain EAGLE, the accelerated variant (A^μ, B^μ frozen once locally conditioned) and GD.
@@ -36,7 +36,7 @@ Two sweeps, each a Python function and an ``eagle-dist bench`` sub-command:
     consistent and on noisy data.
   - *noisy-data gap*: one noisy problem (σ = 0.01 on every block) split into M ∈ {1, 2, 4, 8}
     shards; distributed EAGLE's final error against the Nyström estimate ``B A⁺ C`` (the gap,
-    SPEC §2b caveat) and against the noiseless truth, next to centralized EAGLE.
+    the paper's caveat) and against the noiseless truth, next to centralized EAGLE.
 
 Every sweep writes CSV, PNG plots and ``summary.md`` (command, machine, load) via
 :mod:`eagle_dist.bench.report`.
@@ -144,7 +144,7 @@ class GDPrediction:
 
     @property
     def condition(self) -> float:
-        """κ(Ē₀) over its positive eigenvalues (SPEC §2b: ``κ(Ē₀) ≥ 1/α``)."""
+        """κ(Ē₀) over its positive eigenvalues ≥ 1/α``)."""
         return float(self.lam.max() / self.lam.min())
 
     def error(self, rounds: int) -> float:
@@ -490,7 +490,7 @@ def _rounds_plots(out, rows, curves, target, cfg, kappa_max) -> List[str]:
         ]
         panel = dict(title=f"rounds to {target:g} vs M (α = 1, κ_max = {kappa_max:g}, "
                            f"n = d_μ = {cfg['n']})", xlabel="workers M", ylabel="rounds",
-                     logy=True, series=series, hlines=[(35, "issue target: EAGLE ≤ 35")],
+                     logy=True, series=series, hlines=[(35, "target: EAGLE ≤ 35")],
                      xticks=sorted({r["workers"] for r in ms}))
         files.append(report.plot_panels(os.path.join(out, "rounds_vs_M.png"), [panel],
                                         panel_size=(7.0, 5.0), legend="axes"))
@@ -564,7 +564,7 @@ def _rounds_markdown(out, command, machine, rows, h, cfg, kappa_max, target, cap
     head = []
     if "eagle_rounds_max" in h:
         head += [
-            "| target (issue 3) | measured | verdict |", "|---|---|---|",
+            "| target | measured | verdict |", "|---|---|---|",
             f"| EAGLE ≤ 35 rounds to {target:g} (M-sweep) | {h['eagle_rounds_min']}–"
             f"{h['eagle_rounds_max']} rounds | {_yes(h['target_eagle_le_35_met'])} |",
             f"| EAGLE flat in M: max/min ≤ 1.2 | {h['eagle_flatness_max_over_min']:.3g} | "
@@ -596,7 +596,7 @@ def _rounds_markdown(out, command, machine, rows, h, cfg, kappa_max, target, cap
         f"Sizes: {sizes}",
         "Why no α = 0.8: with M workers no sharding has α in ((M−1)/M, 1) — if some shard's range "
         "misses a direction v of the joint range, vᵀP̄v ≤ (M−1)/M (proof in "
-        "`shards.max_alpha_below_one`). At M = 3 the cap is 2/3, so α = 0.6 replaces the issue's "
+        "`shards.max_alpha_below_one`). At M = 3 the cap is 2/3, so α = 0.6 replaces the paper's "
         "0.8 (the paper's 0.83).",
         "GD round counts: `rounds` is measured and stops at the cap; `GD rounds predicted` "
         "evaluates distributed GD's exact error recurrence error(ℓ) = ‖W(I − Ē)^ℓ C₀‖/‖D̂‖ "
@@ -626,7 +626,7 @@ def _rounds_markdown(out, command, machine, rows, h, cfg, kappa_max, target, cap
     notes += report.load_notes(load_start, load_end)
     if smoke:
         notes.insert(0, "SMOKE RUN: tiny sizes, numbers are not meaningful.")
-    sections = {"Headline (issue 3 targets)": "\n".join(head) or "—"}
+    sections = {"Headline (targets)": "\n".join(head) or "—"}
     return report.write_markdown(os.path.join(out, "summary.md"),
                                  "Distributed rounds: EAGLE vs distributed GD (M-sweep, α-sweep)",
                                  command, "\n".join(table), notes, machine=machine,

@@ -1,9 +1,9 @@
-"""Seeded problem generators (SPEC §3, §5).
+"""Seeded problem generators.
 
 * :func:`controlled` — exact spectrum: κ(A), rank, sizes, noise; consistent (``D = D̂``) when noiseless.
 * :func:`paper_training` — the transformers' training distribution (rank-s ``X = R₁R₂ᵀ/√s`` with
   anisotropic ``Σ = diag(α₀, α₀², …)``).
-* :func:`distribution` — the six evaluation distributions of SPEC §5 (``svd``, ``student_t``,
+* :func:`distribution` — the paper's six evaluation distributions (``svd``, ``student_t``,
   ``gaussian``, ``correlated``, ``sparse_rademacher``, ``clustered``), each building a full
   ``(n + n') x (d + d')`` matrix ``X`` of rank ``s`` from factors, then splitting it.
 """
@@ -80,7 +80,7 @@ def split(X: np.ndarray, n: int, d: int, *, name: str, meta: dict, dtype=np.floa
 
 def paper_training(n: int = 18, d: int = 18, n_query: int = 2, d_query: int = 2, *, s: int = 10,
                    alpha0: float = 0.7, noise: float = 0.0, seed: int = 0) -> Problem:
-    """One sample of the paper's training distribution (SPEC §3)."""
+    """One sample of the paper's training distribution."""
     _check_sizes(n=n, d=d, n_query=n_query, d_query=d_query, s=s)
     rng = np.random.default_rng(seed)
     scale = np.sqrt(alpha0 ** np.arange(1, s + 1))           # Σ = diag(α₀, α₀², …), s x s
@@ -118,7 +118,7 @@ def distribution(kind: str = "gaussian", n: int = 240, d: int = 240, n_query: in
                  seed: int = 0, dtype=np.float64) -> Problem:
     """A rank-``rank`` matrix ``X`` (default ``min(n, d)``, so ``A`` is generically full rank and
     the data consistent) from one of :data:`DISTRIBUTIONS`; ``noise`` is the standard deviation
-    of Gaussian noise added to every entry (SPEC §5 uses 0.01)."""
+    of Gaussian noise added to every entry."""
     if kind not in DISTRIBUTIONS:
         raise ValueError(f"distribution {kind!r} is unknown; choose one of {DISTRIBUTIONS}")
     _check_sizes(n=n, d=d, n_query=n_query, d_query=d_query)

@@ -1,4 +1,4 @@
-"""Matrix Market files and the SuiteSparse protocol of SPEC §5.
+"""Matrix Market files and the paper's SuiteSparse protocol.
 
 Protocol (:func:`load_suitesparse`): for a matrix ``M`` of numerical rank ``r``, pick ``r``
 columns by QR with column pivoting on ``M`` and ``r`` rows by QR with column pivoting on the chosen
@@ -135,7 +135,7 @@ def numerical_rank(M: np.ndarray) -> int:
 
 def load_suitesparse(source: Union[str, os.PathLike], *, rank: Optional[int] = None,
                      c_block: str = "rest", dtype=np.float64) -> Problem:
-    """Build the SPEC §5 problem from a shipped name or a ``.mtx`` path (see module docstring).
+    """Build the real-data problem from a shipped name or a ``.mtx`` path (see module docstring).
 
     ``rank`` overrides the numerical rank (computed by a dense SVD otherwise). ``c_block``:
     ``"rest"`` (C = the remaining columns of the chosen rows, ``D_true`` their entries in B's row)

@@ -1,4 +1,4 @@
-"""Distributed EAGLE and distributed GD over column shards (SPEC §2b).
+"""Distributed EAGLE and distributed GD over column shards.
 
 Backends: ``inprocess`` (all workers in this process), ``torch`` (spawned processes with a
 torch.distributed process group, like torchrun) and ``ray`` (one actor per shard forming the same

@@ -84,10 +84,16 @@ def worker_main(A: np.ndarray, B: np.ndarray, C: np.ndarray, reference: Optional
                          f"{cfg.workers} processes (torchrun --nproc_per_node={cfg.workers})")
     store_file = os.environ.get("EAGLE_DIST_STORE_FILE")
     if store_file:
-        dist.init_process_group(backend=backend, store=dist.FileStore(store_file, world),
-                                rank=rank, world_size=world, timeout=timedelta(seconds=timeout))
+        store = dist.FileStore(store_file, world)
+        _start_barrier(store, rank, world,
+                       float(os.environ.get("EAGLE_DIST_STARTUP_TIMEOUT", STARTUP_TIMEOUT_S)))
+        store.set_timeout(timedelta(seconds=timeout))
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world,
+                                timeout=timedelta(seconds=timeout))
     else:
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout))
+    if on_round is not None:
+        on_round(0)                                   # the group is formed: start-up is over
     try:
         tdt = resolve_dtype(dtype, np.float64)
 
@@ -117,19 +123,37 @@ LIVENESS_GRACE_S = 5.0
 STARTUP_TIMEOUT_S = 120.0
 
 
+def _start_barrier(store, rank: int, world: int, startup_timeout: float) -> None:
+    """Wait (up to ``startup_timeout``) until every rank has started, so that a rank slow to
+    start (imports on a busy machine) is governed by the start-up deadline, not by the
+    collective ``timeout`` that the process group's own rendezvous would apply."""
+    keys = [f"eagle_dist/started/{r}" for r in range(world)]
+    store.set(keys[rank], "1")
+    try:
+        store.wait(keys, timedelta(seconds=startup_timeout))
+    except RuntimeError:
+        missing = [r for r, k in enumerate(keys) if not store.check([k])]
+        raise RuntimeError(f"rank(s) {missing} did not start within startup_timeout = "
+                           f"{startup_timeout:g} s") from None
+
+
 _PEER_ERRORS = ("gloo", "nccl", "Connection closed", "Read error", "Timed out", "timed out",
                 "Connection reset")
 
 
-def _failure(backend: str, failures: Dict[int, str], silent: List[int]) -> WorkerFailure:
+def _failure(backend: str, failures: Dict[int, str], silent: List[int],
+             notes: Optional[Dict[int, str]] = None) -> WorkerFailure:
     """One error naming the rank that failed first-hand; ranks that only lost a peer (their
     all-reduce errored or timed out) are listed after it, and ranks that never answered (hung)
-    are named as the suspects when every reported error is only a lost peer."""
+    are named as the suspects when every reported error is only a lost peer. ``notes`` says
+    what a silent rank was doing where that is known (e.g. waiting for its peers to start)."""
     def secondary(msg: str) -> bool:
         return any(k in msg for k in _PEER_ERRORS)
+    notes = notes or {}
     order = sorted(failures, key=lambda r: (secondary(failures[r]), r))
     lines = [f"rank {r}: {failures[r]}" for r in order]
-    lines += [f"rank {r}: never answered (hung or blocked in a collective)" for r in silent]
+    lines += [f"rank {r}: {notes.get(r, 'never answered (hung or blocked in a collective)')}"
+              for r in silent]
     culprit = order[0]
     if secondary(failures[culprit]) and silent:
         culprit = silent[0]
@@ -149,18 +173,21 @@ def _torch_env(rank: int, world: int, addr: str, port: int) -> Dict[str, str]:
 
 
 class _Heartbeat:
-    """Touches ``path`` at most every 0.5 s; the driver reads its modification time."""
+    """Writes the rank's last round to ``path`` (atomically; at most every 0.5 s, but always when
+    the rank leaves start-up): ``-1`` while it starts and waits for its peers, ``r >= 0`` once the
+    group is formed. The driver reads the phase from the content and liveness from the mtime."""
 
     def __init__(self, path: str):
-        self.path, self._last = path, 0.0
-        self(0)
+        self.path, self._last, self._rnd = path, 0.0, None
+        self(-1)
 
     def __call__(self, rnd: int) -> None:
         now = time.monotonic()
-        if now - self._last >= 0.5:
-            self._last = now
-            with open(self.path, "w") as f:
+        if now - self._last >= 0.5 or self._rnd is None or (self._rnd < 0) != (rnd < 0):
+            self._last, self._rnd = now, rnd
+            with open(self.path + ".tmp", "w") as f:
                 f.write(str(rnd))
+            os.replace(self.path + ".tmp", self.path)
 
 
 def spawned_worker(path: str) -> None:
@@ -199,6 +226,38 @@ def _last_error_line(stderr: str) -> str:
     return (real or lines or [""])[-1]
 
 
+def _death(code: int, err_path: str) -> str:
+    """What a rank that exited without a result died of: its signal or exit code, and the last
+    meaningful line of its stderr (the exception, not a warning)."""
+    import signal
+    try:
+        with open(err_path, "rb") as f:
+            f.seek(max(0, os.path.getsize(err_path) - 65536))
+            err = _last_error_line(f.read().decode(errors="replace"))
+    except OSError:
+        err = ""
+    if code < 0:
+        try:
+            how = f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"killed by signal {-code}"
+    elif code == 0:
+        how = "exited (code 0) without a result"
+    else:
+        how = f"died (exit code {code})"
+    return how + (f": {err}" if err else "")
+
+
+def _loopback_env() -> Dict[str, str]:
+    """Keep a local run's gloo connections on the loopback interface (gloo otherwise binds the
+    address the host name resolves to, which may face the network)."""
+    try:
+        names = [n for _, n in socket.if_nameindex() if n.startswith("lo")]
+    except (OSError, AttributeError):
+        names = []
+    return {"GLOO_SOCKET_IFNAME": names[0]} if names else {}
+
+
 def _process_state(pid: int) -> str:
     """Linux process state letter ('T' stopped, 'Z' zombie, …) or '' when unknown."""
     try:
@@ -209,28 +268,61 @@ def _process_state(pid: int) -> str:
 
 
 def _check_timeouts(timeout, startup_timeout) -> None:
+    import numbers
     for name, v in (("timeout", timeout), ("startup_timeout", startup_timeout)):
-        if not (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0):
+        if not (isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+                and math.isfinite(v) and v > 0):
             raise ValueError(f"{name}={v!r} must be a positive, finite number of seconds")
+
+
+def _read_phase(hb: str) -> Optional[int]:
+    """A rank's heartbeat: ``None`` (no file yet: still starting the interpreter), ``-1`` (started,
+    waiting for its peers) or the last round (the group is formed)."""
+    try:
+        with open(hb) as f:
+            return int(f.read().strip() or -1)
+    except (OSError, ValueError):
+        return None
 
 
 class _Terminated(BaseException):
     """Raised in the driver's main thread by SIGTERM so that clean-up runs."""
 
+    def __init__(self, signum: int, old):
+        super().__init__(f"driver received signal {signum}")
+        self.signum, self.old = signum, old
+
 
 def _on_sigterm():
-    """Install a SIGTERM handler (main thread only) that unwinds the driver; returns a restore
-    function."""
+    """Install a SIGTERM handler (main thread only, and only where SIGTERM is not ignored) that
+    unwinds the driver through its clean-up; returns a restore function. After the clean-up,
+    :func:`_die_of` hands the signal to the previous handler (the default: die of SIGTERM)."""
     import signal
     import threading
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
+    old = signal.getsignal(signal.SIGTERM)
+    if old is None or old == signal.SIG_IGN:          # installed outside Python, or ignored
+        return lambda: None
 
     def handler(signum, frame):
-        raise _Terminated(f"driver received signal {signum}")
+        raise _Terminated(signum, old)
 
-    old = signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGTERM, handler)
     return lambda: signal.signal(signal.SIGTERM, old)
+
+
+def _die_of(term: "_Terminated", backend: str):
+    """After the clean-up: re-deliver SIGTERM as the previous handler would have had it."""
+    import signal
+    signal.signal(signal.SIGTERM, term.old)
+    if callable(term.old):
+        term.old(term.signum, None)
+    else:                                            # SIG_DFL: terminate as if never caught
+        os.kill(os.getpid(), term.signum)
+        time.sleep(1.0)
+    raise WorkerFailure(f"{backend} backend: interrupted by signal {term.signum}; the run was "
+                        "aborted and all workers stopped")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,27 +359,36 @@ def _run_torch(payload: List[dict], world: int, timeout: float,
     tmp = tempfile.mkdtemp(prefix="eagle_dist_")          # 0700: private to this user
     procs, paths = [], []
     restore = _on_sigterm()
+    terminated = None
     try:
         store = os.path.join(tmp, "store")
         t_start = time.monotonic()
         for r in range(world):
             path = os.path.join(tmp, f"rank{r}.pkl")
-            with open(path, "wb") as f:
+            with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "wb") as f:
                 pickle.dump(payload[r], f)
-            env = dict(os.environ, **_torch_env(r, world, "127.0.0.1", 0),
-                       EAGLE_DIST_STORE_FILE=store, EAGLE_DIST_PARENT_PID=str(os.getpid()))
-            procs.append(subprocess.Popen([sys.executable, "-m", "eagle_dist.distributed._spawn", path],
-                                          env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            env = dict(os.environ, **_torch_env(r, world, "127.0.0.1", 0), **_loopback_env(),
+                       EAGLE_DIST_STORE_FILE=store, EAGLE_DIST_PARENT_PID=str(os.getpid()),
+                       EAGLE_DIST_STARTUP_TIMEOUT=repr(float(startup_timeout)))
+            # stderr to a file, not a pipe: a chatty rank can never block on a full pipe
+            with open(path + ".err", "wb") as err:
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "eagle_dist.distributed._spawn", path], env=env,
+                    stdout=subprocess.DEVNULL, stderr=err))
             paths.append(path)
         results: Dict[int, Any] = {}
         failures: Dict[int, str] = {}
+        notes: Dict[int, str] = {}
+        limit = timeout + LIVENESS_GRACE_S
         deadline = None
         while len(results) + len(failures) < world:
             time.sleep(0.05)
             now = time.monotonic()
+            starting: Dict[int, Optional[int]] = {}
             for r, (p, path) in enumerate(zip(procs, paths)):
                 if r in results or r in failures:
                     continue
+                code = p.poll()
                 if os.path.exists(path + ".out"):
                     with open(path + ".out", "rb") as f:
                         kind, value = pickle.load(f)
@@ -295,20 +396,32 @@ def _run_torch(payload: List[dict], world: int, timeout: float,
                         failures[r] = value
                     else:
                         results[r] = value
-                elif p.poll() not in (None, 0):
-                    err = _last_error_line(p.stderr.read().decode(errors="replace"))
-                    failures[r] = f"died (exit code {p.returncode}){': ' + err if err else ''}"
+                elif code is not None:
+                    if code == 0 and os.path.exists(path + ".out"):
+                        continue                          # wrote its result just now
+                    failures[r] = _death(code, path + ".err")
                 elif _process_state(p.pid) == "T":
                     failures[r] = "stopped (SIGSTOP / job control): it cannot make progress"
                 else:
                     hb = path + ".hb"
-                    if not os.path.exists(hb):
-                        if now - t_start > startup_timeout:
-                            failures[r] = (f"did not start within startup_timeout = "
-                                           f"{startup_timeout:g} s")
-                    elif time.time() - os.path.getmtime(hb) > timeout + LIVENESS_GRACE_S:
-                        failures[r] = (f"no progress for more than timeout + {LIVENESS_GRACE_S:g} s = "
-                                       f"{timeout + LIVENESS_GRACE_S:g} s (hung outside a collective)")
+                    phase = _read_phase(hb)
+                    if phase is None or phase < 0:
+                        starting[r] = phase
+                    elif time.time() - os.path.getmtime(hb) > limit:
+                        failures[r] = (f"no progress for more than timeout + {LIVENESS_GRACE_S:g} s"
+                                       f" = {limit:g} s after round {phase} (hung outside a "
+                                       "collective)")
+            if starting and now - t_start > startup_timeout:
+                late = [r for r, ph in starting.items() if ph is None]
+                for r, ph in starting.items():
+                    if not late:
+                        failures[r] = (f"did not form the process group within startup_timeout"
+                                       f" = {startup_timeout:g} s")
+                    elif ph is None:
+                        failures[r] = (f"did not start within startup_timeout = "
+                                       f"{startup_timeout:g} s (interpreter / imports not done)")
+                    else:
+                        notes[r] = f"started, waiting for rank(s) {late} to start"
             if failures:
                 # give peers a moment to report, so the first-hand failure can be named
                 deadline = deadline or time.monotonic() + 2.0
@@ -316,8 +429,11 @@ def _run_torch(payload: List[dict], world: int, timeout: float,
                     break
         if failures:
             raise _failure("torch", failures,
-                           [r for r in range(world) if r not in results and r not in failures])
+                           [r for r in range(world) if r not in results and r not in failures],
+                           notes)
         return [results[r] for r in range(world)]
+    except _Terminated as exc:
+        terminated = exc
     finally:
         restore()
         import signal as _signal
@@ -334,9 +450,9 @@ def _run_torch(payload: List[dict], world: int, timeout: float,
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=5)
-            if p.stderr:
-                p.stderr.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    if terminated is not None:                        # cleaned up; now die of the signal
+        _die_of(terminated, "torch")
 
 
 _RAY_STARTED_HERE = False

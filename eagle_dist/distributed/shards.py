@@ -1,4 +1,4 @@
-"""Column shards, their validation, the diversity index α, and α-controlled test problems (SPEC §2b).
+"""Column shards, their validation, the diversity index α, and α-controlled test problems.
 
 Worker μ owns columns ``shards[μ]`` of A and B (``A^μ = A[:, shards[μ]]``). The diversity index is
 
@@ -67,7 +67,7 @@ def validate_shards(shards: Sequence[Sequence[int]], d: int, workers: Optional[i
 
 
 def diversity_index(A: np.ndarray, shards: Sequence[np.ndarray], *, rtol: Optional[float] = None) -> float:
-    """α of SPEC §2b for the column shards of ``A`` (float64, via SVDs of each shard).
+    """The diversity index α for the column shards of ``A`` (float64, via SVDs of each shard).
 
     Ranks use the cut-off ``rtol · σ_max`` (default ``max(shape)·eps``); eigenvalues of the mean
     projector below ``1e-10`` count as zero.
@@ -104,7 +104,7 @@ def max_alpha_below_one(workers: int) -> float:
     If some shard's range ``R_μ`` misses a direction ``v`` of the joint range, then
     ``vᵀ P̄ v = (1/M) Σ_ν ‖P_ν v‖² ≤ (M − 1)/M``; otherwise all ranges are equal and α = 1. So for
     M = 3 no sharding has α in (2/3, 1) — the paper's α = 0.83 at M = 3 cannot be produced under
-    the definition of SPEC §2b (see README, "Distributed").
+    the definition of α (see README, "Distributed").
     """
     return (workers - 1) / workers
 

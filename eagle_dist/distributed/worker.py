@@ -40,8 +40,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from ..kernels import (default_rcond, eagle_update, lift_cap, lift_point, spectral_norm_sq,
-                       well_conditioned)
+from ..kernels import eagle_update, lift_cap, lift_point, spectral_norm_sq, well_conditioned
 from ..result import Status
 from ..solvers.common import Monitor, SolverOptions, _norm64
 

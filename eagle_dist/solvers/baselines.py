@@ -1,4 +1,4 @@
-"""Baselines on the same problem, signature and error metric as EAGLE (SPEC §4).
+"""Baselines on the same problem, signature and error metric as EAGLE.
 
 * ``lstsq``: ``W = B A⁺`` from LAPACK least squares (``driver="gelsd"``: SVD, or ``"gelsy"``: QR
   with column pivoting) via ``torch.linalg.lstsq``; on CUDA torch offers only QR-based ``gels``
@@ -6,7 +6,7 @@
 * ``pinv``: ``torch.linalg.pinv(A)`` (SVD) with the default cut-off ``max(n, d)·eps·σ_max``.
 * ``cg``: conjugate gradients on the normal equations ``W (A Aᵀ) = B Aᵀ`` (one CG per row of W,
   run together); ``A Aᵀ`` is applied as ``A (Aᵀ x)``, never formed. Stops on the D-step rule
-  ``‖W_k C − W_{k−1} C‖_F ≤ tol ‖W_k C‖_F`` (SPEC §4).
+  ``‖W_k C − W_{k−1} C‖_F ≤ tol ‖W_k C‖_F``.
 * ``lsmr`` / ``lsqr``: SciPy's (CuPy's ``cupyx.scipy.sparse.linalg`` on a GPU when CuPy is
   installed), one call per row ``b`` of B on ``min ‖Aᵀ wᵀ − bᵀ‖`` with ``atol = btol = tol``.
 * ``gd`` / ``sgd`` live in :mod:`.eagle` (the EAGLE loop with ``η = 0``).
@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from ..result import History, SolveResult, Status
-from ..kernels import spectral_norm_sq
 from ..result import safe_norm
 from .common import (Monitor, SolverOptions, _norm64, pow2_scale, reference_tensor, resolve_device,
                      resolve_dtype, scaled_tensors, to_tensors)

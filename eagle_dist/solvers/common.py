@@ -1,6 +1,6 @@
 """What every iterative solver shares: options, tensors on a device, and the iteration monitor.
 
-One stopping vocabulary for every method (SPEC §2, §4):
+One stopping vocabulary for every method:
 
 * ``tol``: stop when the relative step ``‖D_ℓ − D_{ℓ−1}‖_F ≤ tol · ‖D_ℓ‖_F`` holds on ``patience``
   consecutive iterations with non-increasing steps (``CONVERGED``);

@@ -1,6 +1,6 @@
 """EAGLE, centralized and compute-limited (sketched) — the loop around :func:`eagle_update`.
 
-Computes ``D̂ = B A⁺ C`` (SPEC §1) by iterating the UPDATE of SPEC §2 from ``D₀ = 0``.
+Computes ``D̂ = B A⁺ C`` by iterating the UPDATE (the paper's Algorithm 1) from ``D₀ = 0``.
 Gradient descent (``gd``) and sketched gradient descent (``sgd``) are the same loop with ``η = 0``:
 the D iterate of GD on ``½‖W A − B‖²`` from ``W₀ = 0`` with step ``γρ`` is exactly ``W_ℓ C``.
 
@@ -192,7 +192,7 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
             if ab_steps >= cap:
                 update_ab, scale = False, 1.0
         if accelerate and update_ab and sketch is None:
-            # SPEC's accelerated variant: freeze once ‖I − AᵀA‖_F² is tiny (every singular value
+            # The paper's accelerated variant: freeze once ‖I − AᵀA‖_F² is tiny (every singular value
             # settled at 1; a change-based test froze before isolated small ones were lifted)
             change = _norm64(A - A_old) / max(_norm64(A), 1e-300)
             if change * change < accel_tol and well_conditioned(
