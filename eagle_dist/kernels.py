@@ -95,36 +95,27 @@ def eagle_update(
     if gram is not None:
         if sketch is not None or cross is None:
             raise ValueError("gram= needs cross= (B Aᵀ) and no sketch")
-        return _gram_update(A, B, C, D, gram, cross, eta=eta, gamma=gamma, rho=rho, scale=scale,
-                            do_ab=do_ab, m=filter_order)
+        return _outer_update(A, B, C, D, gram, cross, None, eta=eta, gamma=gamma, rho=rho,
+                             scale=scale, do_ab=do_ab, m=filter_order)
+    if do_ab and sketch is None and A.shape[1] > A.shape[0]:
+        # d > n: work with the (n, n) outer Gram K = A Aᵀ, cheaper than the (d, d) one
+        sym = _symmetric_blas(A) if B.is_contiguous() else None   # CPU SYRK/SYMM, see below
+        K = sym.outer_gram(A) if sym is not None else A @ A.T        # SYRK: one triangle
+        return _outer_update(A, B, C, D, K, B @ A.T, sym, eta=eta, gamma=gamma, rho=rho,
+                             scale=scale, do_ab=do_ab, m=filter_order)
     T = At.T @ C                                                # (r, d') — uses the OLD C
-    G = K = sym = None
+    G = sym = None
     if do_ab:
         if sketch is None:
-            n, d = A.shape
-            sym = _symmetric_blas(A) if B.is_contiguous() else None   # CPU SYRK/SYMM, see below
-            if d <= n:
-                G = sym.gram(A) if sym is not None else A.T @ A   # (d, d); SYRK: one triangle
-            else:
-                K = sym.outer_gram(A) if sym is not None else A @ A.T   # (n, n)
+            sym = _symmetric_blas(A) if B.is_contiguous() else None
+            G = sym.gram(A) if sym is not None else A.T @ A     # (d, d); SYRK: one triangle
         else:
             G = At.T @ At                                        # (r, r)
 
     m = filter_order
-    r2 = gamma * rho ** (m + 1)
     if m == 0:
         C_new = torch.addmm(C, At, T, alpha=-gamma * rho)       # C − γρ Ã ÃᵀC
         D_new = torch.addmm(D, Bt, T, alpha=gamma * rho)        # D + γρ B̃ ÃᵀC
-    elif K is not None:                                         # (AAᵀ)^{m+1} C = K^{m+1} C
-        def kmul(X):
-            return (sym.left_multiply(K, X.contiguous(), alpha=1.0, beta=0.0) if sym is not None
-                    else K @ X)
-        KC = kmul(C)                                             # (n, d')
-        for _ in range(m - 1):
-            KC = kmul(KC)
-        C_new = torch.sub(C, kmul(KC), alpha=r2)
-        BAt = B @ A.T                                            # (n', n), reused by the B-update
-        D_new = torch.addmm(D, BAt, KC, alpha=r2)
     else:
         U = T
         for _ in range(m):
@@ -133,6 +124,7 @@ def eagle_update(
                      if sym is not None else G @ U)              # (r, d')
             else:                                                # frozen: two thin products
                 U = At.T @ (At @ U)
+        r2 = gamma * rho ** (m + 1)
         C_new = torch.addmm(C, At, U, alpha=-r2)
         D_new = torch.addmm(D, Bt, U, alpha=r2)
 
@@ -141,23 +133,15 @@ def eagle_update(
             return A * scale, B * scale, C_new, D_new
         return A, B, C_new, D_new
 
+    c = -eta * rho
     if sketch is None:
-        if G is not None:
-            if sym is not None:
-                # SYRK + SYMM: the Gram's n·d² flops are counted once (a GEMM would form both
-                # triangles, 2·n·d²), and SYMM folds the rescale ``s`` in: 3·n·d² flops in all
-                return (sym.right_multiply(A, G, alpha=scale * c, beta=scale),
-                        sym.right_multiply(B, G, alpha=scale * c, beta=scale), C_new, D_new)
-            A_new = torch.addmm(A, A, G, alpha=c)                # A (I − ηρ AᵀA)
-            B_new = torch.addmm(B, B, G, alpha=c)
-        else:
-            BAt = BAt if filter_order >= 1 else B @ A.T          # B AᵀA = (B Aᵀ) A
-            if sym is not None:
-                A_new = sym.left_multiply(K, A, alpha=scale * c, beta=scale)
-                B_new = torch.addmm(B, BAt, A, alpha=c).mul_(scale)
-                return A_new, B_new, C_new, D_new
-            A_new = torch.addmm(A, K, A, alpha=c)                # (I − ηρ AAᵀ) A = A (I − ηρ AᵀA)
-            B_new = torch.addmm(B, BAt, A, alpha=c)
+        if sym is not None:
+            # SYRK + SYMM: the Gram's n·d² flops are counted once (a GEMM would form both
+            # triangles, 2·n·d²), and SYMM folds the rescale ``s`` in: 3·n·d² flops in all
+            return (sym.right_multiply(A, G, alpha=scale * c, beta=scale),
+                    sym.right_multiply(B, G, alpha=scale * c, beta=scale), C_new, D_new)
+        A_new = torch.addmm(A, A, G, alpha=c)                    # A (I − ηρ AᵀA)
+        B_new = torch.addmm(B, B, G, alpha=c)
     else:
         dA = At @ G                                              # (n, r)
         dB = Bt @ G                                              # (n', r)
@@ -173,29 +157,30 @@ def eagle_update(
     return A_new, B_new, C_new, D_new
 
 
-def _gram_update(A, B, C, D, K, BAt, *, eta, gamma, rho, scale, do_ab, m) -> Blocks:
-    """:func:`eagle_update` from the given whole-matrix ``K = A Aᵀ`` and ``BAt = B Aᵀ`` (the
-    d > n form of the update, which never needs the other shards' columns)."""
-    KC = C if m == 0 else K @ C
-    for _ in range(m - 1):
-        KC = K @ KC
-    r2 = gamma * rho ** (m + 1)
-    if m == 0:
-        C_new = torch.addmm(C, K, C, alpha=-gamma * rho)        # C − γρ A AᵀC
-        D_new = torch.addmm(D, BAt, C, alpha=gamma * rho)       # D + γρ B AᵀC
-    else:
-        C_new = torch.addmm(C, K, KC, alpha=-r2)
-        D_new = torch.addmm(D, BAt, KC, alpha=r2)
+def _outer_update(A, B, C, D, K, BAt, sym, *, eta, gamma, rho, scale, do_ab, m) -> Blocks:
+    """:func:`eagle_update` from the outer Gram ``K = A Aᵀ`` and ``BAt = B Aᵀ``: the d > n form,
+    and the Gram mode of distributed EAGLE (K, BAt all-reduced over shards; then it never needs
+    the other shards' columns, since ``A AᵀA`` restricted to a shard is ``(A Aᵀ) A^μ``).
+    ``sym``: SYRK/SYMM routines when K holds one triangle only."""
+    def kmul(X):
+        return sym.left_multiply(K, X.contiguous(), alpha=1.0, beta=0.0) if sym is not None else K @ X
+
+    KC = C
+    for _ in range(m):
+        KC = kmul(KC)                                            # K^m C
+    r = gamma * rho ** (m + 1)
+    C_new = torch.sub(C, kmul(KC), alpha=r)                      # C − γρ^{m+1} (AAᵀ)^{m+1} C
+    D_new = torch.addmm(D, BAt, KC, alpha=r)                     # D + γρ^{m+1} B Aᵀ (AAᵀ)^m C
     if not do_ab:
         if scale != 1.0:
             return A * scale, B * scale, C_new, D_new
         return A, B, C_new, D_new
     c = -eta * rho
-    A_new = torch.addmm(A, K, A, alpha=c)                        # (I − ηρ AAᵀ) A^μ
-    B_new = torch.addmm(B, BAt, A, alpha=c)                      # B^μ − ηρ (B Aᵀ) A^μ
-    if scale != 1.0:
-        A_new.mul_(scale)
-        B_new.mul_(scale)
+    if sym is not None:
+        A_new = sym.left_multiply(K, A, alpha=scale * c, beta=scale)
+    else:
+        A_new = torch.addmm(A, K, A, alpha=c).mul_(scale)        # (I − ηρ AAᵀ) A = A (I − ηρ AᵀA)
+    B_new = torch.addmm(B, BAt, A, alpha=c).mul_(scale)          # B AᵀA = (B Aᵀ) A
     return A_new, B_new, C_new, D_new
 
 

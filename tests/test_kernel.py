@@ -273,3 +273,61 @@ def test_symmetric_blas_is_found_where_torch_has_mkl(dtype):
     assert kernels._symmetric_blas(A[:, :-1]) is None              # not contiguous
     assert kernels._symmetric_blas(A[:100, :100].contiguous()) is None   # too small to pay off
     assert kernels._symmetric_blas(A.requires_grad_()) is None     # autograd needs torch ops
+
+
+# ---------------------------------------------------------------------------------------------
+# the filtered C/D step and the Gram (outer) form, against the formula in NumPy-free torch
+
+def _filtered_reference(A, B, C, D, eta, gamma, rho, S, scale, update_ab, m):
+    At = A if S is None else A @ S
+    Bt = B if S is None else B @ S
+    Gm = torch.linalg.matrix_power(At.T @ At, m)
+    C1 = C - gamma * rho ** (m + 1) * At @ Gm @ At.T @ C
+    D1 = D + gamma * rho ** (m + 1) * Bt @ Gm @ At.T @ C
+    if not update_ab:
+        return A * scale, B * scale, C1, D1
+    St = torch.eye(A.shape[1], dtype=A.dtype) if S is None else S
+    G = At.T @ At
+    return (scale * (A - eta * rho * At @ G @ St.T), scale * (B - eta * rho * Bt @ G @ St.T), C1, D1)
+
+
+@pytest.mark.parametrize("m", [1, 2])
+@pytest.mark.parametrize("shape", [(30, 20), (20, 30), (450, 420), (420, 450)])
+@pytest.mark.parametrize("sketch", [None, "orthonormal", "sample"])
+@pytest.mark.parametrize("update_ab", [True, False])
+def test_filtered_step_matches_its_formula(m, shape, sketch, update_ab):
+    n, d = shape
+    g = torch.Generator().manual_seed(n + d)
+    A, B = torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(3, d, generator=g, dtype=torch.float64)
+    C, D = torch.randn(n, 4, generator=g, dtype=torch.float64), torch.randn(3, 4, generator=g, dtype=torch.float64)
+    S = Sm = None
+    if sketch == "orthonormal":
+        S = Sm = orthonormal_sketch(d, d // 2, generator=g, dtype=torch.float64, device="cpu")
+    elif sketch == "sample":
+        S = sampling_sketch(d, d // 2, generator=g, device="cpu")
+        Sm = torch.eye(d, dtype=torch.float64)[:, S]
+    scale = 1.2 if update_ab else 1.0
+    got = eagle_update(A, B, C, D, eta=0.3, gamma=0.9, rho=0.01, sketch=S, scale=scale,
+                       update_ab=update_ab, filter_order=m)
+    want = _filtered_reference(A, B, C, D, 0.3, 0.9, 0.01, Sm, scale, update_ab, m)
+    for x, y in zip(got, want):
+        assert float((x - y).abs().max()) <= 1e-12 * float(y.abs().max())
+
+
+@pytest.mark.parametrize("m", [0, 1, 2])
+def test_gram_form_on_shards_equals_the_whole_update(m):
+    """Gram mode: each shard's update from the all-reduced A Aᵀ and B Aᵀ is the centralized
+    update restricted to that shard's columns."""
+    g = torch.Generator().manual_seed(7)
+    A, B = torch.randn(20, 60, generator=g, dtype=torch.float64), torch.randn(2, 60, generator=g, dtype=torch.float64)
+    C, D = torch.randn(20, 3, generator=g, dtype=torch.float64), torch.zeros(2, 3, dtype=torch.float64)
+    whole = eagle_update(A, B, C, D, eta=1 / 3, gamma=1.0, rho=0.01, scale=1.5, filter_order=m)
+    K, X = A @ A.T, B @ A.T
+    parts = [eagle_update(A[:, s], B[:, s], C, D, eta=1 / 3, gamma=1.0, rho=0.01, scale=1.5,
+                          filter_order=m, gram=K, cross=X) for s in (slice(0, 25), slice(25, 60))]
+    tol = 1e-14 * float(whole[0].abs().max())
+    assert float((torch.cat([parts[0][0], parts[1][0]], 1) - whole[0]).abs().max()) <= tol
+    assert float((torch.cat([parts[0][1], parts[1][1]], 1) - whole[1]).abs().max()) <= 1e-13
+    for p in parts:
+        assert float((p[2] - whole[2]).abs().max()) <= 1e-13 * float(whole[2].abs().max())
+        assert float((p[3] - whole[3]).abs().max()) <= 1e-13 * float(whole[3].abs().max())

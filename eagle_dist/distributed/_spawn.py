@@ -15,6 +15,16 @@ import threading
 import time
 
 
+def _orphaned() -> None:
+    """The driver is gone (and so cannot clean up): remove the run's private folder — payloads
+    not yet read included — and exit."""
+    run_dir = os.path.dirname(os.path.abspath(sys.argv[1])) if len(sys.argv) > 1 else ""
+    if os.path.basename(run_dir).startswith("eagle_dist_"):
+        import shutil
+        shutil.rmtree(run_dir, ignore_errors=True)
+    os._exit(1)
+
+
 def _die_with_parent() -> None:
     parent = int(os.environ.get("EAGLE_DIST_PARENT_PID", "0") or 0)
     if sys.platform.startswith("linux"):
@@ -26,13 +36,13 @@ def _die_with_parent() -> None:
         except (OSError, AttributeError):
             pass
     if parent and os.getppid() != parent:        # the driver died before prctl took effect
-        os._exit(1)
+        _orphaned()
 
     def watch():
         while True:
             time.sleep(1.0)
             if parent and os.getppid() != parent:
-                os._exit(1)
+                _orphaned()
 
     threading.Thread(target=watch, name="eagle-dist-parent-watch", daemon=True).start()
 

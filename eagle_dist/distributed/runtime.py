@@ -379,6 +379,7 @@ def _run_torch(payload: List[dict], world: int, timeout: float,
         results: Dict[int, Any] = {}
         failures: Dict[int, str] = {}
         notes: Dict[int, str] = {}
+        judged = False
         limit = timeout + LIVENESS_GRACE_S
         deadline = None
         while len(results) + len(failures) < world:
@@ -411,7 +412,8 @@ def _run_torch(payload: List[dict], world: int, timeout: float,
                         failures[r] = (f"no progress for more than timeout + {LIVENESS_GRACE_S:g} s"
                                        f" = {limit:g} s after round {phase} (hung outside a "
                                        "collective)")
-            if starting and now - t_start > startup_timeout:
+            if starting and now - t_start > startup_timeout and not judged:
+                judged = True                             # one verdict on the whole start-up
                 late = [r for r, ph in starting.items() if ph is None]
                 for r, ph in starting.items():
                     if not late:
@@ -484,7 +486,7 @@ def _ray_actor_class():
 
         def run(self, env: Dict[str, str], kwargs: dict):
             os.environ.update(env)
-            self._on_round(0)
+            self._on_round(-1)                  # start-up; worker_main reports 0 once grouped
             return worker_main(**kwargs, on_round=self._on_round)
 
     return ShardActor
@@ -509,6 +511,28 @@ def _check_ray_address(address: str, wait_s: float = 5.0) -> None:
                             "running and reachable, or pass address=None to start Ray locally") from None
 
 
+def _connect_ray(address: str, wait_s: float) -> None:
+    """``ray.init(address=...)`` retries for many minutes against a port that is open but is not
+    (or no longer) a Ray head: connect once in a throw-away process first, killed after
+    ``wait_s``, so that this process never blocks."""
+    import subprocess
+    import sys
+    code = ("import sys, ray; ray.init(address=sys.argv[1], log_to_driver=False, "
+            "logging_level='ERROR'); ray.shutdown()")
+    try:
+        r = subprocess.run([sys.executable, "-c", code, address], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=wait_s)
+    except subprocess.TimeoutExpired:
+        raise WorkerFailure(f"ray backend: could not connect to the Ray cluster at address="
+                            f"{address!r} within startup_timeout = {wait_s:g} s; check that it is a "
+                            "running Ray head (ray status), or pass address=None to start Ray "
+                            "locally") from None
+    if r.returncode != 0:
+        why = _last_error_line(r.stderr.decode(errors="replace"))
+        raise WorkerFailure(f"ray backend: could not connect to the Ray cluster at address="
+                            f"{address!r}: {why}")
+
+
 def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[str],
              startup_timeout: float = STARTUP_TIMEOUT_S) -> List[Dict[str, Any]]:
     try:
@@ -522,6 +546,7 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
         _check_ray_address(address)
     if not ray.is_initialized():
         if address:
+            _connect_ray(address, startup_timeout)
             ray.init(address=address, log_to_driver=False)
         else:
             ray.init(num_cpus=max(2, min(os.cpu_count() or 2, world)), include_dashboard=False,
@@ -535,15 +560,34 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
     Actor = _ray_actor_class()
     actors = [Actor.options(**opts).remote() for _ in range(world)]
     restore = _on_sigterm()
+    terminated = None
     try:
+        # start-up: every actor placed and answering, within one deadline; name the ones not
+        ready = [a.pid.remote() for a in actors]
+        t_end = time.monotonic() + startup_timeout
+        waiting = list(ready)
+        while waiting and time.monotonic() < t_end:
+            _, waiting = ray.wait(waiting, num_returns=len(waiting),
+                                  timeout=max(0.0, min(1.0, t_end - time.monotonic())))
+        failures = {}
+        for r, ref in enumerate(ready):
+            if ref in waiting:
+                failures[r] = (f"actor did not start within startup_timeout = {startup_timeout:g} s"
+                               f" (it needs {opts}; cluster resources: {dict(res)})")
+            else:
+                try:
+                    ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - the actor died while starting
+                    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+                    failures[r] = f"actor failed to start: {type(exc).__name__}: " + \
+                        (lines[-1] if lines else "")
+        if failures:
+            raise _failure("ray", failures, [])
         try:
             addr, port = ray.get(actors[0].address.remote(), timeout=startup_timeout)
-            ray.get([a.pid.remote() for a in actors], timeout=startup_timeout)
         except GetTimeoutError:
-            raise WorkerFailure(
-                f"ray backend: the {world} actors did not start within startup_timeout = "
-                f"{startup_timeout:g} s (cluster resources: {dict(res)}); the run was aborted and "
-                "all workers stopped") from None
+            raise _failure("ray", {0: f"did not answer within startup_timeout = "
+                                      f"{startup_timeout:g} s"}, []) from None
         refs = [a.run.remote(_torch_env(r, world, addr, port), payload[r])
                 for r, a in enumerate(actors)]
         results: Dict[int, Any] = {}
@@ -575,7 +619,7 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
                             rnd, silent = ray.get(ref)
                         except Exception:  # noqa: BLE001 - its run() reports the death
                             continue
-                        if silent > (startup_timeout if rnd <= 0 else limit):
+                        if silent > (startup_timeout if rnd < 0 else limit):
                             failures[r] = (f"no progress for {silent:.0f} s after round {rnd} "
                                            "(hung outside a collective)")
                     elif now - sent > limit:
@@ -591,6 +635,8 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
             raise _failure("ray", failures,
                            [r for r in range(world) if r not in results and r not in failures])
         return [results[r] for r in range(world)]
+    except _Terminated as exc:
+        terminated = exc
     finally:
         restore()
         for a in actors:
@@ -598,6 +644,8 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
                 ray.kill(a)
             except Exception:  # noqa: BLE001 - already dead
                 pass
+    if terminated is not None:                        # cleaned up; now die of the signal
+        _die_of(terminated, "ray")
 
 
 def shutdown_ray() -> None:
