@@ -13,14 +13,20 @@ from eagle_dist.data import controlled
 from eagle_dist.result import Status
 
 
-def _collinear_regression(seed=0, m=200, k=20, rank=10, noise=0.01):
-    """X (m x k) of rank 10 with singular values 1 … 1e-2, y = X w + noise (collinear features)."""
+def _design(m, k, rank, smallest, noise, seed):
+    """X (m x k) of the given rank with singular values 1 … ``smallest``, y = X w + noise, and
+    numpy's least-squares solution."""
     rng = np.random.default_rng(seed)
     U, _ = np.linalg.qr(rng.standard_normal((m, rank)))
     V, _ = np.linalg.qr(rng.standard_normal((k, rank)))
-    X = U @ np.diag(np.logspace(0, -2, rank)) @ V.T
+    X = U @ np.diag(np.logspace(0, np.log10(smallest), rank)) @ V.T
     y = X @ rng.standard_normal(k) + noise * rng.standard_normal(m)
     return X, y, np.linalg.lstsq(X, y, rcond=None)[0]
+
+
+def _collinear_regression(seed=0):
+    """X 200 x 20 of rank 10 with singular values 1 … 1e-2 (collinear features), noise 0.01."""
+    return _design(200, 20, 10, 1e-2, 0.01, seed)
 
 
 def _rel(x, ref):
@@ -156,12 +162,8 @@ def test_numpy_scalars_are_accepted_everywhere():
 # 2. distributed EAGLE on inconsistent (noisy) data ----------------------------------------------
 
 def _noisy_design(m=1000, k=100, noise=0.01, seed=0):
-    rng = np.random.default_rng(seed)
-    U, _ = np.linalg.qr(rng.standard_normal((m, k)))
-    V, _ = np.linalg.qr(rng.standard_normal((k, k)))
-    X = U @ np.diag(np.logspace(0, -3, k)) @ V.T
-    y = X @ rng.standard_normal(k) + noise * rng.standard_normal(m)
-    return X, y, np.linalg.lstsq(X, y, rcond=None)[0]
+    """The README's data-parallel design: full rank, singular values 1 … 1e-3."""
+    return _design(m, k, k, 1e-3, noise, seed)
 
 
 @pytest.mark.parametrize("workers,noise", [(4, 0.01), (2, 0.01), (4, 0.1)])
