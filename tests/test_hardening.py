@@ -106,3 +106,12 @@ def test_float_shard_indices_are_refused():
         make_shards(4, 2, [[0.0, 1.5], [2.0, 3.0]])
     ok = make_shards(4, 2, [np.array([0, 1], dtype=np.int32), np.array([2, 3], dtype=np.int64)])
     assert [s.tolist() for s in ok] == [[0, 1], [2, 3]]
+
+
+def test_generators_refuse_huge_sizes_before_allocating():
+    from eagle_dist.data import controlled, distribution
+    from eagle_dist.distributed import alpha_problem
+    for make in (lambda: controlled(10**6, 10**5), lambda: distribution("gaussian", 10**6, 10**5),
+                 lambda: alpha_problem(10**5, 10**5, 8)):
+        with pytest.raises(ValueError, match="GiB"):
+            make()

@@ -19,9 +19,16 @@ DISTRIBUTIONS = ("svd", "student_t", "gaussian", "correlated", "sparse_rademache
 
 
 def _check_sizes(**sizes):
+    """Positive integer sizes, and dense blocks that fit in memory (refused before allocating)."""
+    from ..problem import check_memory, dense_problem_bytes
     for k, v in sizes.items():
-        if not isinstance(v, (int, np.integer)) or v < 1:
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{k}={v!r} must be a positive integer")
+    n, d = int(sizes.get("n", 1)), int(sizes.get("d", 1))
+    nq, dq = int(sizes.get("n_query", 1)), int(sizes.get("d_query", 1))
+    # the generators also form n x n / d x d orthogonal factors
+    check_memory(dense_problem_bytes(n, d, nq, dq) + 8.0 * (n * n + d * d),
+                 f"a generated problem with n = {n}, d = {d}", "use smaller n / d")
 
 
 def _haar(rng, m, k):

@@ -127,6 +127,13 @@ def alpha_problem(n: int = 200, d_per_worker: int = 200, workers: int = 4, *, al
 
     Returns ``(problem, shards)``; ``problem.meta`` records the achieved α and max κ(A^μ).
     """
+    from ..problem import check_memory, dense_problem_bytes
+    for k, v in (("n", n), ("d_per_worker", d_per_worker), ("workers", workers),
+                 ("n_query", n_query), ("d_query", d_query)):
+        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise ValueError(f"{k}={v!r} must be a positive integer")
+    check_memory(dense_problem_bytes(n, d_per_worker * workers, n_query, d_query),
+                 f"an alpha problem with n = {n}, d = {d_per_worker} x {workers}", "use smaller n / d")
     M = int(workers)
     amax = max_alpha_below_one(M)
     if not (alpha == 1.0 or 0.0 < alpha <= amax + 1e-12):
