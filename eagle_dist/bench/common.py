@@ -39,8 +39,13 @@ def check_positive_int(name: str, v: Any) -> None:
 
 
 def progress(total: int, desc: str, enabled: bool, unit: str = "run"):
+    """A progress bar on a terminal only (redrawn at most twice a second); when stderr is a file
+    or a pipe the sweeps log one line per run instead of bar redraws."""
+    import sys
     from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False)
+    tty = sys.stderr is not None and sys.stderr.isatty()
+    return tqdm(total=total, desc=desc, unit=unit, disable=not (enabled and tty), leave=False,
+                mininterval=0.5)
 
 
 def floats(s: str) -> List[float]:

@@ -12,19 +12,36 @@
   Train's torch backend). ``address=None`` starts a local Ray instance; otherwise connects.
 
 Deadlines — every wait of the driver is bounded, and each failure ends in :class:`WorkerFailure`
-naming the rank(s):
+naming the rank(s). Three clocks, in plain words:
 
-* ``startup_timeout`` (default 120 s): processes / actors started, torch imported, process group
-  formed. A Ray ``address`` that does not accept a TCP connection within 5 s is refused at once.
-* ``timeout`` (default 60 s): the process group's collective timeout — a peer that dies breaks
-  the others' all-reduce at once, one that hangs makes them fail after ``timeout`` — and the
-  driver's liveness deadline: every rank reports each round (a heartbeat file for the torch
-  backend, a ``progress()`` call answered by a second actor thread for Ray), and a rank silent for
-  ``timeout`` + 5 s (stopped with SIGSTOP, hung, or alone with ``workers=1``) fails the run.
-* Clean-up: on any failure (or SIGTERM of the driver) every process / actor is stopped and the
-  temp folder removed. Spawned ranks die with the driver even on SIGKILL (Linux parent-death
-  signal, elsewhere a watchdog thread polling the parent), and delete their pickled payload as
-  soon as they have read it.
+* ``startup_timeout`` (default 120 s, :data:`STARTUP_TIMEOUT_S`) — how long the ranks may take to
+  get going: processes spawned, Python and torch imported, payload read, every rank present and
+  the process group formed (torch backend); Ray connected, actors placed and answering (Ray
+  backend). A torch rank that is slow to start only has to beat this deadline (the ranks meet at
+  a start barrier before the group's own rendezvous, which would apply ``timeout``); at the
+  deadline the ranks that never started are named, and those that did are listed as waiting.
+  A Ray ``address`` that refuses TCP within 5 s is refused at once, and the first connection is
+  tried in a throw-away process killed after ``startup_timeout`` (``ray.init`` itself retries
+  for many minutes against a port that is open but is not a Ray head).
+* ``timeout`` (default 60 s) — the collective timeout: once the group is formed, an all-reduce
+  waits at most this long for a silent peer. A peer that dies breaks the others' all-reduce at
+  once; one that hangs makes them fail after ``timeout``.
+* the driver's liveness deadline, ``timeout`` + :data:`LIVENESS_GRACE_S` (5 s) — every rank
+  reports each round (torch: a heartbeat file written by the rank; Ray: a ``progress()`` call
+  answered by a second actor thread). A rank that reports no round for that long fails the run
+  even when no collective would notice: ``workers=1``, every rank stopped with SIGSTOP, or a
+  rank hung after its peers finished. A stopped local torch rank (process state ``T``) is named
+  at once. So a hang is reported after at most ``timeout`` + 5 s (+ 2 s in which the other ranks
+  may report, so that the first-hand failure is the one named), and a rank that never starts
+  after ``startup_timeout`` (+ 2 s).
+* Clean-up: on any failure (or SIGTERM of the driver, which is then re-delivered to the previous
+  handler — by default the driver dies of it) every process / actor is stopped and the temp
+  folder removed. Spawned ranks die with the driver even on SIGKILL (Linux parent-death signal,
+  elsewhere a watchdog thread polling the parent) and delete their pickled payload as soon as
+  they have read it; a rank that finds its driver already gone removes the run folder. Payload
+  files are created 0600 in a 0700 folder. Ranks' stderr goes to a file in that folder (never a
+  pipe that could fill); a rank that dies is reported with its exit code or signal and the last
+  line of its stderr that is not a warning.
 """
 from __future__ import annotations
 
@@ -220,42 +237,21 @@ def _write_result(path: str, result) -> None:
 
 
 def _last_error_line(stderr: str) -> str:
-    """The rank's own error from its stderr: the last line that is not a warning."""
-    lines = [ln.strip() for ln in stderr.strip().splitlines() if ln.strip()]
-    real = [ln for ln in lines if "Warning" not in ln and not ln.startswith("warnings.warn")]
-    return (real or lines or [""])[-1]
-
-
-def _death(code: int, err_path: str) -> str:
-    """What a rank that exited without a result died of: its signal or exit code, and the last
-    meaningful line of its stderr (the exception, not a warning)."""
-    import signal
-    try:
-        with open(err_path, "rb") as f:
-            f.seek(max(0, os.path.getsize(err_path) - 65536))
-            err = _last_error_line(f.read().decode(errors="replace"))
-    except OSError:
-        err = ""
-    if code < 0:
-        try:
-            how = f"killed by {signal.Signals(-code).name}"
-        except ValueError:
-            how = f"killed by signal {-code}"
-    elif code == 0:
-        how = "exited (code 0) without a result"
-    else:
-        how = f"died (exit code {code})"
-    return how + (f": {err}" if err else "")
-
-
-def _loopback_env() -> Dict[str, str]:
-    """Keep a local run's gloo connections on the loopback interface (gloo otherwise binds the
-    address the host name resolves to, which may face the network)."""
-    try:
-        names = [n for _, n in socket.if_nameindex() if n.startswith("lo")]
-    except (OSError, AttributeError):
-        names = []
-    return {"GLOO_SOCKET_IFNAME": names[0]} if names else {}
+    """The rank's own error from its stderr: the last line that is not part of a warning (a
+    ``file:line: SomeWarning: ...`` line and the source line printed under it), without torch's
+    ``[rankN]:`` prefix."""
+    import re
+    warning = re.compile(r":\d+: \w*Warning: |^\w*Warning: ")
+    keep, source_next = [], False
+    for ln in stderr.splitlines():
+        ln = re.sub(r"^\[rank\d+\]:\s?", "", ln)
+        if source_next and ln[:1].isspace():
+            source_next = False
+            continue
+        source_next = bool(warning.search(ln))
+        if not source_next and ln.strip() and not ln.strip().startswith("warnings.warn("):
+            keep.append(ln.strip())
+    return keep[-1] if keep else ""
 
 
 def _process_state(pid: int) -> str:
