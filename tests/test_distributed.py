@@ -9,7 +9,7 @@ from eagle_dist import Problem, solve
 from eagle_dist.distributed import (FaultInjection, WorkerFailure, alpha_problem, diversity_index,
                                     make_shards, max_alpha_below_one,
                                     solve_distributed, validate_shards)
-from eagle_dist.solvers.common import SolverOptions
+from eagle_dist.control import SolverOptions
 
 ray = pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ray]')")
 

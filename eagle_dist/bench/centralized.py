@@ -742,7 +742,7 @@ def gemm_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
     bad = [t for t in dtypes if t not in _TORCH_DTYPES]
     if bad:
         raise ValueError(f"dtypes {bad}: use 'float64' and/or 'float32'")
-    from ..solvers.common import resolve_device
+    from ..control import resolve_device
     dev = resolve_device(device)
     out = out or os.path.join(RESULTS_ROOT, "gemm")
     report.ensure_dir(out)

@@ -18,10 +18,10 @@ import sys
 import time
 from typing import List, Optional
 
-from ..api import problem_from_config
+from ..data.from_config import problem_from_config
 from ..config import load_config, save_config
 from ..result import results_table
-from ..solvers.common import SolverOptions
+from ..control import SolverOptions
 from .runtime import assemble, prepare, worker_main
 
 log = logging.getLogger("eagle_dist.torchrun")

@@ -42,7 +42,7 @@ import torch
 
 from ..kernels import eagle_update, lift_cap, lift_point, spectral_norm_sq, well_conditioned
 from ..result import Status
-from ..solvers.common import Monitor, SolverOptions, _norm64
+from ..control import Monitor, SolverOptions, _norm64
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
                   "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import partial
 
 from . import baselines
-from .common import SolverOptions
+from ..control import SolverOptions
 from .eagle import eagle
 
 

@@ -22,7 +22,7 @@ import torch
 
 from ..result import History, SolveResult, Status
 from ..result import safe_norm
-from .common import (Monitor, SolverOptions, _norm64, pow2_scale, reference_tensor, resolve_device,
+from ..control import (Monitor, SolverOptions, _norm64, pow2_scale, reference_tensor, resolve_device,
                      resolve_dtype, scaled_tensors, to_tensors)
 
 LSTSQ_DRIVERS = ("gelsd", "gelsy")

@@ -16,7 +16,7 @@ Normalisation (``norm``):
 Numerical-rank guard: after :func:`eagle_dist.kernels.lift_cap` A/B updates (51 in float64 for
 η = 1/3) A and B are frozen, so rounding noise in numerically-null directions is never lifted.
 
-Stopping: see :mod:`eagle_dist.solvers.common`. The D-step rule is the paper's; it is a heuristic:
+Stopping: see :mod:`eagle_dist.control`. The D-step rule is the paper's; it is a heuristic:
 directions of A with tiny singular values contribute tiny steps until Newton–Schulz has lifted
 them, so a loose ``tol`` can stop before they are resolved. ``target_error`` gives an exact rule
 when a reference is known.
@@ -40,7 +40,7 @@ import torch
 from ..kernels import (default_rcond, eagle_update, lift_cap, lift_point, orthonormal_sketch,
                        sampling_sketch, spectral_norm_sq, well_conditioned)
 from ..result import SolveResult, Status
-from .common import (Monitor, SolverOptions, _norm64, reference_tensor, resolve_device, resolve_dtype,
+from ..control import (Monitor, SolverOptions, _norm64, reference_tensor, resolve_device, resolve_dtype,
                      scaled_tensors)
 
 SKETCH_KINDS = ("orthonormal", "sample")

@@ -1,4 +1,8 @@
-"""What every iterative solver shares: options, tensors on a device, and the iteration monitor.
+"""Run control shared by every solver, both distributed modes and (later) the model code: options,
+device/dtype resolution, tensors on a device, thread budget and the iteration monitor.
+
+Floor 1 of the layering (it imports only ``result``): ``solvers/``, ``distributed/`` and ``model/``
+all depend on it, none on each other.
 
 One stopping vocabulary for every method:
 
@@ -23,7 +27,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from ..result import History, Status
+from .result import History, Status
 
 log = logging.getLogger("eagle_dist")
 
@@ -349,7 +353,7 @@ def scaled_tensors(problem, device: torch.device, dtype: torch.dtype):
     """``(A/s_A, B/s_B, C/s_C, (s_A, s_B, s_C))``: every block divided by its largest power of
     two in float64 *before* the cast, so float64 data far outside float32's range still converts
     (``B A⁺ C = (s_B s_C / s_A) · B' A'⁺ C'``)."""
-    from ..result import pow2_of
+    from .result import pow2_of
     out, scales = [], []
     for x in (problem.A, problem.B, problem.C):
         s = pow2_of(x)
