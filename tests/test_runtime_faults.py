@@ -16,7 +16,7 @@ import pytest
 from _procs import cmdline, descendants
 from eagle_dist.distributed import FaultInjection, WorkerFailure, alpha_problem
 from eagle_dist.distributed.runtime import solve_distributed
-from eagle_dist.solvers.common import SolverOptions
+from eagle_dist.control import SolverOptions
 
 ray = pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ray]')")
 
@@ -108,7 +108,7 @@ DRIVER = textwrap.dedent("""
     import sys
     from eagle_dist.distributed import FaultInjection, alpha_problem
     from eagle_dist.distributed.runtime import solve_distributed
-    from eagle_dist.solvers.common import SolverOptions
+    from eagle_dist.control import SolverOptions
     prob, shards = alpha_problem(20, 20, 2, alpha=1.0, seed=0)
     print("started", flush=True)
     solve_distributed(prob, SolverOptions(max_iter=10**6, tol=1e-300), workers=2,
@@ -156,3 +156,202 @@ def test_sigterm_of_the_driver_cleans_up(tmp_path):
     drv.wait(timeout=30)
     assert _gone(ranks)
     assert not list(tmp_path.glob("eagle_dist_*")), "temp folder left behind"
+    # after the clean-up the signal is re-delivered: the driver dies of SIGTERM (not a traceback)
+    assert drv.returncode == -signal.SIGTERM
+
+
+# ------------------------------------------------------------------------------------------------
+# Start-up apart from the collective timeout, a bounded Ray connection, loopback-only sockets,
+# the rank's real error. A `sitecustomize` on PYTHONPATH makes chosen ranks slow to start (as on a
+# busy machine) or die with a given stderr, before any eagle_dist code runs in them.
+# ------------------------------------------------------------------------------------------------
+SITECUSTOMIZE = textwrap.dedent("""
+    import os, sys, time, warnings
+    _r = os.environ.get("RANK")
+    if _r is not None and os.environ.get("EAGLE_TEST_SLOW_RANKS") is not None:
+        if os.environ["EAGLE_TEST_SLOW_RANKS"] in ("*", _r):
+            time.sleep(float(os.environ["EAGLE_TEST_SLOW_S"]))
+    if _r is not None and os.environ.get("EAGLE_TEST_DIE_RANK") == _r:
+        print("Traceback (most recent call last):", file=sys.stderr)
+        print("ValueError: the rank's real error", file=sys.stderr)
+        warnings.warn("a warning printed after the error")
+        sys.stderr.flush()
+        os._exit(3)
+""")
+
+
+@pytest.fixture
+def rank_hook(tmp_path, monkeypatch):
+    """Install the sitecustomize for the ranks this test spawns (children inherit the env)."""
+    d = tmp_path / "site"
+    d.mkdir()
+    (d / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(d)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    return monkeypatch
+
+
+def test_a_slow_starting_rank_is_bound_by_startup_timeout_not_timeout(small, rank_hook):
+    """Rank 1 needs 8 s more to start than rank 0; with timeout = 2 s the run must still succeed
+    (before: rank 0's group rendezvous gave up after `timeout` and rank 0 was blamed)."""
+    prob, shards = small
+    rank_hook.setenv("EAGLE_TEST_SLOW_RANKS", "1")
+    rank_hook.setenv("EAGLE_TEST_SLOW_S", "8")
+    res = solve_distributed(prob, SolverOptions(max_iter=5, tol=1e-300), workers=2,
+                            backend="torch", shards=shards, timeout=2.0, startup_timeout=60)
+    assert res.rounds == 5
+
+
+def test_a_rank_that_never_starts_is_named_after_startup_timeout(small, rank_hook):
+    prob, shards = small
+    rank_hook.setenv("EAGLE_TEST_SLOW_RANKS", "1")
+    rank_hook.setenv("EAGLE_TEST_SLOW_S", "600")
+    t0 = time.monotonic()
+    with pytest.raises(WorkerFailure) as exc:
+        solve_distributed(prob, SolverOptions(max_iter=5, tol=1e-300), workers=2,
+                          backend="torch", shards=shards, timeout=2.0, startup_timeout=6.0)
+    took = time.monotonic() - t0
+    msg = str(exc.value)
+    assert "worker rank 1 failed" in msg and "did not start within startup_timeout" in msg
+    assert "rank 0: started, waiting for rank(s) [1]" in msg
+    assert took < 6.0 + 2.0 + 10, took             # deadline + report grace + clean-up slack
+    assert not rank_processes(os.getpid())
+
+
+def test_a_dead_rank_is_reported_with_its_error_not_a_warning(small, rank_hook):
+    prob, shards = small
+    rank_hook.setenv("EAGLE_TEST_DIE_RANK", "1")
+    with pytest.raises(WorkerFailure) as exc:
+        solve_distributed(prob, SolverOptions(max_iter=5, tol=1e-300), workers=2,
+                          backend="torch", shards=shards, timeout=5.0, startup_timeout=60)
+    msg = str(exc.value)
+    assert "worker rank 1 failed" in msg and "exit code 3" in msg
+    assert "ValueError: the rank's real error" in msg and "Warning" not in msg
+
+
+def test_sigkill_of_the_driver_during_start_up_leaves_no_payload(tmp_path, rank_hook):
+    """Killed before its ranks have read their payloads: the ranks, finding their driver gone,
+    remove the run folder (pickled payloads included) instead of leaving it in TMPDIR."""
+    rank_hook.setenv("EAGLE_TEST_SLOW_RANKS", "*")
+    rank_hook.setenv("EAGLE_TEST_SLOW_S", "3")
+    env = dict(os.environ, TMPDIR=str(tmp_path))
+    drv = subprocess.Popen([sys.executable, "-c", DRIVER], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert drv.stdout.readline().strip() == "started"
+        deadline = time.monotonic() + 60
+        while len(rank_processes(drv.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        ranks = rank_processes(drv.pid)
+        assert len(ranks) == 2 and list(tmp_path.glob("eagle_dist_*/*.pkl"))
+    finally:
+        drv.kill()
+        drv.wait(timeout=10)
+    assert _gone(ranks, within=30)
+    assert not list(tmp_path.glob("eagle_dist_*")), "payload folder left behind"
+
+
+def _listening(pids) -> list:
+    """(address, port) of the TCP sockets in LISTEN state held open by the given processes."""
+    inodes = set()
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        except OSError:
+            continue
+    out = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = open(table).read().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            f = row.split()
+            if f[3] == "0A" and f[9] in inodes:                  # 0A: LISTEN
+                addr, port = f[1].split(":")
+                out.append((addr, int(port, 16)))
+    return out
+
+
+def _loopback(hex_addr: str) -> bool:
+    if len(hex_addr) == 8:                                      # IPv4, little-endian
+        return hex_addr.endswith("7F")                          # 127.x.x.x
+    return hex_addr in ("00000000000000000000000001000000",    # ::1
+                        ) or hex_addr.startswith("0000000000000000FFFF0000") and \
+        hex_addr.endswith("7F")                                 # ::ffff:127.x.x.x
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
+def test_local_torch_run_listens_on_loopback_only(small):
+    """While the ranks sit in their rounds (rank 1 hangs at round 3, rank 0 waits for it), no
+    socket of theirs listens on a non-loopback address (before: the TCPStore that rank 0 hosted
+    listened on every interface)."""
+    import threading
+    prob, shards = small
+    box = {}
+
+    def run():
+        try:
+            solve_distributed(prob, SolverOptions(max_iter=10**6, tol=1e-300), workers=2,
+                              backend="torch", shards=shards, timeout=4.0,
+                              fault=FaultInjection(1, 3, "hang"))
+        except BaseException as exc:  # noqa: BLE001
+            box["exc"] = exc
+
+    t = threading.Thread(target=run)
+    t.start()
+    seen = []
+    while t.is_alive():
+        seen += _listening([q for q in descendants(os.getpid())
+                            if "eagle_dist.distributed" in cmdline(q)])
+        time.sleep(0.2)
+    t.join()
+    assert isinstance(box.get("exc"), WorkerFailure)
+    assert seen, "the ranks were never seen listening (gloo listens for its peers)"
+    assert all(_loopback(a) for a, _ in seen), sorted(set(seen))
+
+
+UNREACHABLE = textwrap.dedent("""
+    import sys, time
+    from eagle_dist.distributed import WorkerFailure, alpha_problem
+    from eagle_dist.distributed.runtime import solve_distributed
+    from eagle_dist.control import SolverOptions
+    prob, shards = alpha_problem(20, 20, 2, alpha=1.0, seed=0)
+    t0 = time.monotonic()
+    try:
+        solve_distributed(prob, SolverOptions(max_iter=5), workers=2, backend="ray",
+                          shards=shards, address=sys.argv[1], timeout=5, startup_timeout=6)
+    except WorkerFailure as exc:
+        print("WorkerFailure", round(time.monotonic() - t0, 1), exc)
+""")
+
+
+def test_an_open_port_that_is_not_a_ray_head_fails_within_startup_timeout():
+    """The TCP check passes (the port is open) but nothing there speaks Ray: ray.init alone kept
+    retrying for minutes; now the connection is tried in a throw-away process, bounded."""
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(8)
+    try:
+        r = subprocess.run([sys.executable, "-c", UNREACHABLE,
+                            f"127.0.0.1:{srv.getsockname()[1]}"], capture_output=True, text=True,
+                           timeout=90)
+    finally:
+        srv.close()
+    assert r.stdout.startswith("WorkerFailure"), (r.stdout, r.stderr[-2000:])
+    assert "startup_timeout = 6 s" in r.stdout
+    assert float(r.stdout.split()[1]) < 6 + 10
+
+
+def test_ray_actors_that_cannot_start_are_named(small):
+    prob, shards = small
+    with pytest.raises(WorkerFailure) as exc:
+        solve_distributed(prob, SolverOptions(max_iter=5), workers=2, backend="ray",
+                          shards=shards, timeout=5, startup_timeout=0.001)
+    msg = str(exc.value)
+    assert "rank 0: actor did not start within startup_timeout" in msg
+    assert "rank 1: actor did not start within startup_timeout" in msg

@@ -57,7 +57,7 @@ import numpy as np
 import torch
 
 from ..result import History, SolveResult, Status
-from ..solvers.common import SolverOptions, resolve_device, resolve_dtype
+from ..control import SolverOptions, resolve_device, resolve_dtype
 from .shards import make_shards
 from .worker import MODES, EagleKernel, FaultInjection, RoundConfig, ShardWorker, run_rounds
 
@@ -254,6 +254,38 @@ def _last_error_line(stderr: str) -> str:
     return keep[-1] if keep else ""
 
 
+def _death(code: int, err_path: str) -> str:
+    """What a rank that exited without a result died of: its signal or exit code, and the last
+    meaningful line of its stderr (the exception, not a warning)."""
+    import signal
+    try:
+        with open(err_path, "rb") as f:
+            f.seek(max(0, os.path.getsize(err_path) - 65536))
+            err = _last_error_line(f.read().decode(errors="replace"))
+    except OSError:
+        err = ""
+    if code < 0:
+        try:
+            how = f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            how = f"killed by signal {-code}"
+    elif code == 0:
+        how = "exited (code 0) without a result"
+    else:
+        how = f"died (exit code {code})"
+    return how + (f": {err}" if err else "")
+
+
+def _loopback_env() -> Dict[str, str]:
+    """Keep a local run's gloo connections on the loopback interface (gloo otherwise binds the
+    address the host name resolves to, which may face the network)."""
+    try:
+        names = [n for _, n in socket.if_nameindex() if n.startswith("lo")]
+    except (OSError, AttributeError):
+        names = []
+    return {"GLOO_SOCKET_IFNAME": names[0]} if names else {}
+
+
 def _process_state(pid: int) -> str:
     """Linux process state letter ('T' stopped, 'Z' zombie, …) or '' when unknown."""
     try:
@@ -406,8 +438,8 @@ def _run_torch(payload: List[dict], world: int, timeout: float,
                         starting[r] = phase
                     elif time.time() - os.path.getmtime(hb) > limit:
                         failures[r] = (f"no progress for more than timeout + {LIVENESS_GRACE_S:g} s"
-                                       f" = {limit:g} s after round {phase} (hung outside a "
-                                       "collective)")
+                                       f" = {limit:g} s (hung outside a collective; last "
+                                       f"heartbeat at round {phase})")
             if starting and now - t_start > startup_timeout and not judged:
                 judged = True                             # one verdict on the whole start-up
                 late = [r for r, ph in starting.items() if ph is None]
