@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -12,8 +12,6 @@ from .solvers import METHODS, SKETCHABLE, SolverOptions
 from .control import thread_budget
 from .data.from_config import problem_from_config  # noqa: F401 - part of the API
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .config import ProblemConfig
 
 BACKENDS = ("inprocess", "torch", "ray")
 DISTRIBUTED_METHODS = ("eagle", "gd")
