@@ -56,6 +56,7 @@ def test_single_rank_hang_torch_is_caught_by_the_driver(small):
     assert not rank_processes(os.getpid())
 
 
+@pytest.mark.slow       # 8-17 s each (process start-ups); run with -m slow
 def test_all_ranks_stopped_ray(small):
     prob, shards = small
     err, took = _expect_failure(prob, shards, 2, "ray", FaultInjection(-1, 3, "stop"), timeout=3.0)
@@ -191,6 +192,7 @@ def rank_hook(tmp_path, monkeypatch):
     return monkeypatch
 
 
+@pytest.mark.slow       # 8-17 s each (process start-ups); run with -m slow
 def test_a_slow_starting_rank_is_bound_by_startup_timeout_not_timeout(small, rank_hook):
     """Rank 1 needs 8 s more to start than rank 0; with timeout = 2 s the run must still succeed
     (before: rank 0's group rendezvous gave up after `timeout` and rank 0 was blamed)."""
@@ -202,6 +204,7 @@ def test_a_slow_starting_rank_is_bound_by_startup_timeout_not_timeout(small, ran
     assert res.rounds == 5
 
 
+@pytest.mark.slow       # 8-17 s each (process start-ups); run with -m slow
 def test_a_rank_that_never_starts_is_named_after_startup_timeout(small, rank_hook):
     prob, shards = small
     rank_hook.setenv("EAGLE_TEST_SLOW_RANKS", "1")
@@ -229,6 +232,7 @@ def test_a_dead_rank_is_reported_with_its_error_not_a_warning(small, rank_hook):
     assert "ValueError: the rank's real error" in msg and "Warning" not in msg
 
 
+@pytest.mark.slow       # 8-17 s each (process start-ups); run with -m slow
 def test_sigkill_of_the_driver_during_start_up_leaves_no_payload(tmp_path, rank_hook):
     """Killed before its ranks have read their payloads: the ranks, finding their driver gone,
     remove the run folder (pickled payloads included) instead of leaving it in TMPDIR."""
@@ -284,6 +288,7 @@ def _loopback(hex_addr: str) -> bool:
         hex_addr.endswith("7F")                                 # ::ffff:127.x.x.x
 
 
+@pytest.mark.slow       # 8-17 s each (process start-ups); run with -m slow
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="needs Linux /proc")
 def test_local_torch_run_listens_on_loopback_only(small):
     """While the ranks sit in their rounds (rank 1 hangs at round 3, rank 0 waits for it), no
@@ -329,6 +334,7 @@ UNREACHABLE = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow       # 8-17 s each (process start-ups); run with -m slow
 def test_an_open_port_that_is_not_a_ray_head_fails_within_startup_timeout():
     """The TCP check passes (the port is open) but nothing there speaks Ray: ray.init alone kept
     retrying for minutes; now the connection is tried in a throw-away process, bounded."""
