@@ -18,6 +18,7 @@ import math
 import os
 import platform
 import sys
+import tempfile
 from typing import List, Optional
 
 log = logging.getLogger("eagle_dist")
@@ -54,28 +55,31 @@ def _device(text: str) -> str:
 RESULT_FILES = ("summary.md", "result.json", "config.yaml")
 
 
-def prepare_out_dir(path: Optional[str], overwrite: bool = False) -> Optional[str]:
+def prepare_out_dir(path: Optional[str], overwrite: bool = False,
+                    label: str = "--out") -> Optional[str]:
     """Check an output folder BEFORE any work: it must be creatable and writable, not a file,
     and not already hold results (unless ``overwrite``) — so no run is lost or silently
-    overwritten by another (``eagle-dist run`` and torchrun write the same names)."""
+    overwritten by another (``eagle-dist run`` and torchrun write the same names).
+    ``label`` names the setting in the messages (``--out`` or the config's ``output.dir``)."""
     if not path:
         return path
     if os.path.exists(path) and not os.path.isdir(path):
-        raise ValueError(f"--out {path!r} is an existing file; pass a folder path")
-    if os.path.isdir(path) and not overwrite:
-        taken = [f for f in os.listdir(path) if f in RESULT_FILES or f.endswith(".json")]
-        if taken:
-            raise ValueError(f"--out {path!r} already holds results ({', '.join(sorted(taken)[:3])}); "
-                             "pass another --out, or --overwrite to replace them")
+        raise ValueError(f"{label} {path!r} is an existing file; pass a folder path")
     try:
+        if os.path.isdir(path) and not overwrite:
+            taken = [f for f in os.listdir(path) if f in RESULT_FILES or f.endswith(".json")]
+            if taken:
+                raise ValueError(f"{label} {path!r} already holds results "
+                                 f"({', '.join(sorted(taken)[:3])}); pass another --out, or "
+                                 "--overwrite to replace them")
         os.makedirs(path, exist_ok=True)
-        probe = os.path.join(path, ".eagle_dist_write_test")
-        with open(probe, "w") as f:
-            f.write("")
+        # a unique probe name: torchrun ranks (or two runs) may check the same folder at once
+        fd, probe = tempfile.mkstemp(prefix=".eagle_dist_write_test", dir=path)
+        os.close(fd)
         os.remove(probe)
     except OSError as exc:
-        raise ValueError(f"--out {path!r} is not writable ({exc.strerror}); pass a folder you can "
-                         "write to") from None
+        raise ValueError(f"{label} {path!r} is not writable ({exc.strerror or exc}); pass a folder "
+                         "you can write to") from None
     return path
 
 
@@ -125,7 +129,8 @@ def _add_solver_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--workers", type=_positive_int, default=1,
                    help="M column shards (> 1: distributed)")
     d.add_argument("--backend", default="inprocess", choices=["inprocess", "torch", "ray"])
-    d.add_argument("--shards", default="contiguous", help="contiguous | random")
+    d.add_argument("--shards", default="contiguous", choices=["contiguous", "random"],
+                   help="how the columns of A are split over the workers")
     d.add_argument("--normalization", default="local", choices=["local", "global"])
     d.add_argument("--mode", default="auto", choices=["auto", "paper", "gram"],
                    help="distributed EAGLE: paper = all-reduce the mean (C', D') (rounds grow like "
@@ -158,8 +163,8 @@ SMALL_ALPHA = 1e-2
 
 
 def report_diversity(problem, shards, workers: int) -> None:
-    """Log the diversity index α of the sharding and warn when it predicts many rounds
-    rounds, convergence is linear at a rate set by α)."""
+    """Log the diversity index α of the sharding and warn when it is small: in the paper's mode
+    convergence is linear at a rate ~(1 − α), so a small α means many rounds."""
     from .distributed import diversity_index, make_shards
     if problem.n > ALPHA_CHECK_MAX_N:
         log.info("diversity index α not computed (n = %d > %d)", problem.n, ALPHA_CHECK_MAX_N)
@@ -247,7 +252,8 @@ def cmd_run(args) -> int:
     cfg = load_config(args.config)
     if args.out:
         cfg.output.dir = args.out
-    prepare_out_dir(cfg.output.dir, args.overwrite)
+    prepare_out_dir(cfg.output.dir, args.overwrite,
+                    "--out" if args.out else f"output.dir of {args.config}")
     problem, res = run_config(cfg, progress=sys.stderr.isatty())
     table = results_table([res])
     print(f"\n{problem!r}\n\n{table}")
@@ -413,6 +419,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.exit(2, f"eagle-dist: error: {exc}\n")
     except MemoryError:
         parser.exit(2, "eagle-dist: error: out of memory; use smaller sizes\n")
+    except RecursionError:
+        parser.exit(2, "eagle-dist: error: input nested too deeply to process\n")
+    except OSError as exc:            # e.g. the disk filled up while writing the results
+        parser.exit(2, f"eagle-dist: error: {exc}\n")
     return 0
 
 

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, List, Optional, Union
 
+import numpy as np
 import yaml
 
 
@@ -91,18 +93,27 @@ MAX_CONFIG_BYTES = 1 << 20
 
 
 def shipped_configs_dir() -> str:
-    """The folder holding the shipped YAML configs (``configs/`` of the repository, installed as
-    the package ``eagle_dist.configs``)."""
-    try:
-        from importlib import resources
-        return str(resources.files("eagle_dist.configs"))
-    except (ModuleNotFoundError, TypeError):
-        return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    """The folder holding the shipped YAML configs: the repository's top-level ``configs/``.
+
+    A wheel installs it as ``eagle_dist/configs/`` (``[tool.setuptools.package-dir]`` maps it);
+    a source checkout or an editable install keeps it next to the package. Both are looked up
+    by path (no import: a folder without ``__init__.py`` is not importable under an editable
+    install)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for cand in (os.path.join(here, "configs"), os.path.join(os.path.dirname(here), "configs")):
+        if os.path.isdir(cand):
+            return cand
+    return os.path.join(here, "configs")
 
 
-def resolve_config(path: str) -> str:
+def resolve_config(path) -> str:
     """``path`` itself when it exists; else a shipped config by name (``distributed``,
     ``distributed.yaml``, ``configs/distributed.yaml``)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"config={path!r} must be a file path or a shipped config name")
+    path = os.fspath(path)
+    if not path:
+        raise ValueError("config path is empty; pass a YAML file or a shipped config name")
     if os.path.exists(path):
         if os.path.isdir(path):
             raise ValueError(f"config {path!r} is a directory; pass a YAML file such as "
@@ -156,9 +167,12 @@ def _read(path: str, _chain: tuple = ()) -> dict:
                          f"{MAX_CONFIG_BYTES}); pass the YAML run config")
     try:
         with open(path, encoding="utf-8") as f:
-            text = f.read()
+            text = f.read(MAX_CONFIG_BYTES + 1)     # bounded: /dev/zero or a pipe never ends
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot read the config ({exc})") from exc
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ValueError(f"{path}: more than {MAX_CONFIG_BYTES} characters is not a config; pass "
+                         "the YAML run config")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
         if node is not None:
@@ -172,9 +186,10 @@ def _read(path: str, _chain: tuple = ()) -> dict:
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: the top level must be a mapping with sections {list(_SECTIONS)}")
     parent = raw.pop("inherit", None)
-    if parent:
-        if not isinstance(parent, str):
-            raise ValueError(f"{path}: inherit: must be one file name, got {parent!r}")
+    if parent is not None:
+        if not isinstance(parent, str) or not parent.strip():
+            raise ValueError(f"{path}: inherit: must be one file name (relative to this file), "
+                             f"got {parent!r}")
         ppath = os.path.join(os.path.dirname(os.path.abspath(path)), parent)
         if not os.path.exists(ppath):
             raise ValueError(f"{path}: inherit: {parent!r} does not exist (looked for {ppath})")
@@ -182,42 +197,105 @@ def _read(path: str, _chain: tuple = ()) -> dict:
     return raw
 
 
+def _as_int(value) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, str):                  # "8", or "1e3" (YAML 1.1 reads 1e3 as a string)
+        try:
+            return int(value.strip())
+        except ValueError:
+            value = float(value)
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return int(value)                       # 8.0 is 8; 2.5, nan and inf are refused
+    raise ValueError
+
+
+def _as_float(value) -> float:
+    if isinstance(value, (bool, np.bool_)):
+        raise ValueError
+    if isinstance(value, (int, float, np.integer, np.floating, str)):
+        return float(value)                     # "1e-8": YAML 1.1 reads it as a string
+    raise ValueError
+
+
+def _as_shards(value):
+    """``contiguous`` / ``random``, or explicit shards as lists of Python ints (so the resolved
+    config can be written back as YAML). Float indices are refused, never truncated."""
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, (bytes, dict)) or not hasattr(value, "__iter__"):
+        raise ValueError("must be 'contiguous', 'random' or a list of column-index lists")
+    out = []
+    for i, shard in enumerate(value):
+        if isinstance(shard, (str, bytes, dict)) or not hasattr(shard, "__iter__"):
+            raise ValueError(f"shard {i} is {shard!r}, not a list of column indices")
+        cols = []
+        for c in shard:
+            if isinstance(c, (bool, np.bool_)) or not isinstance(c, (int, np.integer)):
+                raise ValueError(f"shard {i} holds {c!r}; column indices must be integers")
+            cols.append(int(c))
+        out.append(cols)
+    return out
+
+
 def _coerce(cls, name: str, value: Any, section: str):
-    """Light type coercion (YAML reads ``1e-8`` as a string) with a clear error."""
+    """Type coercion with a clear error: NumPy scalars become Python ones (np.int64 is an int),
+    YAML 1.1 strings such as ``1e-8`` become numbers; bools are not numbers, non-integral
+    floats are not ints, and ``null`` is only allowed where the default is ``null``."""
     f = {f.name: f for f in fields(cls)}[name]
     t = str(f.type)
     if value is None:
-        return None
+        if t.startswith("Optional["):
+            return None
+        raise ValueError(f"config {section}.{name} is null; give {_TYPE_WORDS.get(t, t)}, or "
+                         "remove the key to use the default")
     try:
-        if t.startswith("float") or t == "Optional[float]":
-            return float(value)
-        if t.startswith("int") or t == "Optional[int]":
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError
-            return int(value)
+        if t in ("float", "Optional[float]"):
+            return _as_float(value)
+        if t in ("int", "Optional[int]"):
+            return _as_int(value)
         if t == "bool":
-            if not isinstance(value, bool):
+            if not isinstance(value, (bool, np.bool_)):
                 raise ValueError
-            return value
-    except (TypeError, ValueError):
-        raise ValueError(f"config {section}.{name}={value!r} must be of type {t}") from None
+            return bool(value)
+        if t in ("str", "Optional[str]"):
+            if not isinstance(value, str):
+                raise ValueError
+            return str(value)
+        if name == "shards":
+            return _as_shards(value)
+    except (TypeError, ValueError, OverflowError) as exc:
+        why = f" ({exc})" if str(exc) and name == "shards" else ""
+        raise ValueError(f"config {section}.{name}={value!r} must be "
+                         f"{_TYPE_WORDS.get(t, 'of type ' + t)}{why}") from None
     return value
+
+
+_TYPE_WORDS = {"int": "an integer", "Optional[int]": "an integer or null",
+               "float": "a number", "Optional[float]": "a number or null",
+               "bool": "true or false", "str": "a string", "Optional[str]": "a string or null",
+               "Union[str, List[List[int]]]": "'contiguous', 'random' or a list of integer "
+                                              "column-index lists"}
 
 
 def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
     unknown = set(raw) - set(_SECTIONS)
     if unknown:
-        raise ValueError(f"{source}: unknown section(s) {sorted(unknown)}; allowed: {list(_SECTIONS)}")
+        raise ValueError(f"{source}: unknown section(s) {sorted(map(str, unknown))}; allowed: "
+                         f"{list(_SECTIONS)}")
     parts = {}
     for sec, cls in _SECTIONS.items():
-        body = raw.get(sec) or {}
+        body = raw.get(sec)
+        body = {} if body is None else body
         if not isinstance(body, dict):
             raise ValueError(f"{source}: section {sec!r} must be a mapping")
         allowed = {f.name for f in fields(cls)}
         bad = set(body) - allowed
         if bad:
-            raise ValueError(f"{source}: unknown key(s) {sorted(bad)} in section {sec!r}; allowed: "
-                             f"{sorted(allowed)}")
+            raise ValueError(f"{source}: unknown key(s) {sorted(map(str, bad))} in section "
+                             f"{sec!r}; allowed: {sorted(allowed)}")
         parts[sec] = cls(**{k: _coerce(cls, k, v, sec) for k, v in body.items()})
     cfg = RunConfig(**parts)
     _validate(cfg, source)
@@ -243,8 +321,36 @@ def _validate(cfg: RunConfig, source: str) -> None:
         bad("solve.mode", sc.mode, "must be auto, paper or gram")
     if sc.backend not in ("inprocess", "torch", "ray"):
         bad("solve.backend", sc.backend, "must be inprocess, torch or ray")
-    if sc.device is not None and not __import__("re").fullmatch(r"auto|cpu|cuda(:\d+)?", sc.device):
+    if sc.device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", sc.device):
         bad("solve.device", sc.device, "must be auto, cpu or cuda[:k]")
+    if sc.dtype not in (None, "float32", "float64"):
+        bad("solve.dtype", sc.dtype, "must be float32, float64 or null (the data's dtype)")
+    if sc.normalization not in ("local", "global"):
+        bad("solve.normalization", sc.normalization, "must be local or global")
+    if isinstance(sc.shards, str) and sc.shards not in ("contiguous", "random"):
+        bad("solve.shards", sc.shards, "must be contiguous, random or a list of column-index lists")
+    if sc.time_budget is not None and not (0 < sc.time_budget < float("inf")):
+        bad("solve.time_budget", sc.time_budget, "must be a positive number of seconds or null")
+    for key, v in (("problem.seed", pc.seed), ("solve.seed", sc.seed)):
+        if v < 0:
+            bad(key, v, "must be a non-negative integer")
+    if pc.rank is not None and pc.rank < 1:
+        bad("problem.rank", pc.rank, "must be a positive integer or null (full rank)")
+    if not (pc.kappa >= 1 and pc.kappa < float("inf")):
+        bad("problem.kappa", pc.kappa, "must be a finite number >= 1 (a condition number)")
+    if not (pc.noise >= 0 and pc.noise < float("inf")):
+        bad("problem.noise", pc.noise, "must be a finite number >= 0")
+    if not (0 < pc.alpha <= 1):
+        bad("problem.alpha", pc.alpha, "must lie in (0, 1] (a diversity index)")
+    if pc.c_block not in ("rest", "identity"):
+        bad("problem.c_block", pc.c_block, "must be rest or identity")
+    from .data.generators import DISTRIBUTIONS
+    sources = ("controlled", "alpha", "mtx", "paper_training") + tuple(DISTRIBUTIONS)
+    if pc.source not in sources:
+        bad("problem.source", pc.source, f"is unknown; use one of {', '.join(sources)}")
+    if pc.source == "mtx" and not pc.path:
+        bad("problem.path", pc.path, "is needed with source: mtx (a .mtx file or a shipped "
+            "SuiteSparse name such as HB/dwt_1007)")
 
 
 def load_config(path: str, overrides: Optional[dict] = None) -> RunConfig:

@@ -61,7 +61,31 @@ def as_float_array(x: Any, name: str) -> np.ndarray:
                      "densified)", "pass a smaller block or use a sharded (distributed) solve")
         x = x.toarray()
     elif isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
+        if x.device.type == "meta":
+            raise TypeError(f"{name} is a torch tensor on the 'meta' device, which holds no values; "
+                            "pass a tensor with data (CPU or CUDA)")
+        x = x.detach()
+        if x.layout != torch.strided:            # sparse COO / CSR tensors: densify, guarded
+            shape = tuple(x.shape)
+            check_memory(8.0 * float(np.prod(shape, dtype=np.float64)),
+                         f"{name} (sparse torch tensor {shape}, densified)",
+                         "pass a smaller block or use a sharded (distributed) solve")
+            x = x.to_dense()
+        x = x.cpu()
+        if x.is_floating_point() and x.dtype not in (torch.float16, torch.float32, torch.float64):
+            x = x.to(torch.float32)              # bfloat16 / float8 have no NumPy dtype
+        try:
+            x = x.numpy()
+        except (TypeError, RuntimeError) as exc:
+            raise TypeError(f"{name} has torch dtype {x.dtype}, which has no NumPy equivalent "
+                            f"({exc}); pass a float or integer tensor") from None
+    elif isinstance(x, np.ma.MaskedArray):
+        masked = int(np.count_nonzero(np.ma.getmaskarray(x)))
+        if masked:
+            raise ValueError(f"{name} is a masked array with {masked} masked entries; their "
+                             "hidden values would be used: fill them (x.filled(value)) or impute "
+                             "them first")
+        x = np.ma.getdata(x)
     elif not isinstance(x, np.ndarray):
         try:
             x = np.asarray(x)

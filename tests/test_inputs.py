@@ -1,5 +1,5 @@
-"""Bad input is rejected at the boundary with a ValueError/TypeError that names the argument
-(STYLE item 3; issue 2 "Requirements")."""
+"""Bad input is rejected at the boundary with one ValueError/TypeError that names the argument
+and the fix."""
 import gzip
 
 import numpy as np
@@ -241,7 +241,7 @@ def test_load_suitesparse_bad_arguments(tmp_path):
     pytest.param(lambda: controlled(5, 5, rank=0), r"^rank=0 must be an integer in 1\.\.min",
                  id="rank-0"),
     pytest.param(lambda: controlled(5, 4, rank=5), r"^rank=5", id="rank-gt-min"),
-    pytest.param(lambda: controlled(5, 5, noise=-1.0), r"^noise=-1\.0 must be >= 0", id="noise"),
+    pytest.param(lambda: controlled(5, 5, noise=-1.0), r"^noise=-1\.0 must be a finite number >= 0", id="noise"),
     pytest.param(lambda: controlled(5, 5, spectrum="flat"), r"^spectrum='flat'", id="spectrum"),
     pytest.param(lambda: distribution("cauchy", 5, 5), r"^distribution 'cauchy' is unknown",
                  id="distribution"),

@@ -18,11 +18,35 @@ from ..problem import Problem
 DISTRIBUTIONS = ("svd", "student_t", "gaussian", "correlated", "sparse_rademacher", "clustered")
 
 
+def _is_int(v) -> bool:
+    """A Python or NumPy integer (``np.int64`` included), not a bool."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def _check_seed(seed, name: str = "seed") -> int:
+    """A non-negative integer seed (NumPy integers accepted), named in the error otherwise."""
+    if not _is_int(seed) or seed < 0:
+        raise ValueError(f"{name}={seed!r} must be a non-negative integer (e.g. {name}=0)")
+    return int(seed)
+
+
+def _check_real(name: str, value, *, low: float = -np.inf, low_open: bool = False,
+                what: str = "") -> float:
+    """A finite real number (Python or NumPy) at least ``low`` (above it if ``low_open``)."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and \
+        not isinstance(value, (bool, np.bool_))
+    v = float(value) if ok else float("nan")
+    if not (ok and np.isfinite(v) and (v > low if low_open else v >= low)):
+        bound = "" if low == -np.inf else f" {'>' if low_open else '>='} {low:g}"
+        raise ValueError(f"{name}={value!r} must be a finite number{bound}{what}")
+    return v
+
+
 def _check_sizes(**sizes):
     """Positive integer sizes, and dense blocks that fit in memory (refused before allocating)."""
     from ..problem import check_memory, dense_problem_bytes
     for k, v in sizes.items():
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+        if not _is_int(v) or v < 1:
             raise ValueError(f"{k}={v!r} must be a positive integer")
     n, d = int(sizes.get("n", 1)), int(sizes.get("d", 1))
     nq, dq = int(sizes.get("n_query", 1)), int(sizes.get("d_query", 1))
@@ -48,14 +72,14 @@ def controlled(n: int = 240, d: int = 240, n_query: int = 2, d_query: int = 2, *
     """
     _check_sizes(n=n, d=d, n_query=n_query, d_query=d_query)
     r = min(n, d) if rank is None else rank
-    if not isinstance(r, (int, np.integer)) or not (1 <= r <= min(n, d)):
+    if not _is_int(r) or not (1 <= r <= min(n, d)):
         raise ValueError(f"rank={rank!r} must be an integer in 1..min(n, d) = 1..{min(n, d)}")
-    if not (kappa >= 1.0 and np.isfinite(kappa)):
-        raise ValueError(f"kappa={kappa!r} must be a finite number >= 1")
-    if noise < 0:
-        raise ValueError(f"noise={noise!r} must be >= 0 (it is a standard deviation)")
+    r = int(r)
+    kappa = _check_real("kappa", kappa, low=1.0, what=" (the condition number of A)")
+    noise = _check_real("noise", noise, low=0.0, what=" (it is a standard deviation)")
     if spectrum not in ("geometric", "loguniform"):
         raise ValueError(f"spectrum={spectrum!r}; use 'geometric' or 'loguniform'")
+    seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     if r == 1:
         sig = np.ones(1)
@@ -89,6 +113,10 @@ def paper_training(n: int = 18, d: int = 18, n_query: int = 2, d_query: int = 2,
                    alpha0: float = 0.7, noise: float = 0.0, seed: int = 0) -> Problem:
     """One sample of the paper's training distribution."""
     _check_sizes(n=n, d=d, n_query=n_query, d_query=d_query, s=s)
+    alpha0 = _check_real("alpha0", alpha0, low=0.0, low_open=True,
+                         what=" (Σ = diag(α₀, α₀², …); the paper uses 0.7)")
+    noise = _check_real("noise", noise, low=0.0, what=" (a variance)")
+    seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     scale = np.sqrt(alpha0 ** np.arange(1, s + 1))           # Σ = diag(α₀, α₀², …), s x s
     R1 = rng.standard_normal((n + n_query, s)) * scale
@@ -130,8 +158,11 @@ def distribution(kind: str = "gaussian", n: int = 240, d: int = 240, n_query: in
         raise ValueError(f"distribution {kind!r} is unknown; choose one of {DISTRIBUTIONS}")
     _check_sizes(n=n, d=d, n_query=n_query, d_query=d_query)
     s = min(n, d) if rank is None else rank
-    if not (1 <= s <= min(n, d)):
-        raise ValueError(f"rank={rank!r} must be in 1..min(n, d) = 1..{min(n, d)}")
+    if not _is_int(s) or not (1 <= s <= min(n, d)):
+        raise ValueError(f"rank={rank!r} must be an integer in 1..min(n, d) = 1..{min(n, d)}")
+    s = int(s)
+    noise = _check_real("noise", noise, low=0.0, what=" (it is a standard deviation)")
+    seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
     if kind == "svd":
         # X = U diag(σ) Vᵀ, σ log-uniform in [1e-2, 1]

@@ -64,9 +64,11 @@ def _resolve(source: Union[str, os.PathLike]) -> Path:
                      f".mtx.gz path or a shipped name ({', '.join(SHIPPED)})")
 
 
-def _check_header_size(f, path) -> None:
-    """Read the size line after the banner and comments; refuse a matrix whose dense blocks
-    (the protocol densifies the chosen block) would not fit in memory, before reading it."""
+def _check_header_size(f, path, coordinate: bool = True) -> None:
+    """Read the size line after the banner and comments; refuse, before reading the entries, a
+    header whose entry count is impossible or whose matrix would not fit in memory: the
+    real-data protocol densifies it (about 3 dense copies), and the reader holds the
+    coordinate entries (row, column, value; twice for a symmetric file) as well."""
     from ..problem import check_memory
     for raw in f:
         line = raw.decode("latin-1").strip()
@@ -75,14 +77,20 @@ def _check_header_size(f, path) -> None:
         parts = line.split()
         try:
             rows, cols = int(parts[0]), int(parts[1])
+            nnz = int(parts[2]) if coordinate else rows * cols
         except (IndexError, ValueError):
+            expected = "rows cols entries" if coordinate else "rows cols"
             raise ValueError(f"{path}: malformed Matrix Market content (size line "
-                             f"{line[:80]!r}; expected 'rows cols [entries]')") from None
-        if rows < 0 or cols < 0:
-            raise ValueError(f"{path}: negative size {rows} x {cols} in the header")
-        check_memory(8.0 * rows * cols * 3, f"{path} ({rows} x {cols})",
+                             f"{line[:80]!r}; expected '{expected}')") from None
+        if rows < 0 or cols < 0 or nnz < 0:
+            raise ValueError(f"{path}: negative size {line[:80]!r} in the header")
+        if nnz > rows * cols:
+            raise ValueError(f"{path}: malformed Matrix Market content (the header announces "
+                             f"{nnz} entries for a {rows} x {cols} matrix)")
+        check_memory(8.0 * rows * cols * 3 + 48.0 * nnz, f"{path} ({rows} x {cols}, {nnz} entries)",
                      "the real-data protocol densifies the matrix: use a smaller matrix")
         return
+    raise ValueError(f"{path}: malformed Matrix Market content (no size line after the banner)")
 
 
 def load_mtx(source: Union[str, os.PathLike]) -> sp.csr_matrix:
@@ -101,7 +109,7 @@ def load_mtx(source: Union[str, os.PathLike]) -> sp.csr_matrix:
             if "complex" in head:
                 raise ValueError(f"{path}: complex Matrix Market files are not supported (real or "
                                  "pattern only)")
-            _check_header_size(f, path)
+            _check_header_size(f, path, coordinate="array" not in head.split()[2:3])
             f.seek(0)
             try:
                 M = scipy.io.mmread(f)

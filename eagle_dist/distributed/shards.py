@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Union
 
 import numpy as np
 
+from ..data.generators import _check_real, _check_seed, _is_int
 from ..problem import Problem
 
 ShardSpec = Union[str, Sequence[Sequence[int]]]
@@ -23,8 +24,11 @@ def make_shards(d: int, workers: int, kind: ShardSpec = "contiguous", *, seed: i
     ``kind``: ``"contiguous"`` (balanced blocks), ``"random"`` (balanced random partition) or an
     explicit list of index sequences (must partition ``0..d-1``).
     """
-    if not isinstance(workers, (int, np.integer)) or workers < 1:
+    if not _is_int(workers) or workers < 1:
         raise ValueError(f"workers={workers!r} must be a positive integer")
+    if not _is_int(d) or d < 1:
+        raise ValueError(f"d={d!r} (the number of columns of A) must be a positive integer")
+    workers, d = int(workers), int(d)
     if workers > d:
         raise ValueError(f"workers={workers} exceeds the number of columns d={d}: every worker needs "
                          "at least one column; use workers <= d")
@@ -32,7 +36,7 @@ def make_shards(d: int, workers: int, kind: ShardSpec = "contiguous", *, seed: i
         if kind == "contiguous":
             return [np.asarray(s, dtype=np.int64) for s in np.array_split(np.arange(d), workers)]
         if kind == "random":
-            perm = np.random.default_rng(seed).permutation(d)
+            perm = np.random.default_rng(_check_seed(seed)).permutation(d)
             return [np.sort(s).astype(np.int64) for s in np.array_split(perm, workers)]
         raise ValueError(f"shards={kind!r}; use 'contiguous', 'random' or a list of column-index lists")
     return validate_shards(kind, d, workers)
@@ -40,9 +44,18 @@ def make_shards(d: int, workers: int, kind: ShardSpec = "contiguous", *, seed: i
 
 def validate_shards(shards: Sequence[Sequence[int]], d: int, workers: Optional[int] = None) -> List[np.ndarray]:
     """Check that explicit shards partition the columns ``0..d-1`` (no gaps, no overlaps, none empty)."""
+    if isinstance(shards, (str, bytes, dict)) or not hasattr(shards, "__iter__"):
+        raise TypeError(f"shards={shards!r} must be 'contiguous', 'random' or a list of column-index "
+                        "lists, one per worker (e.g. [[0, 1], [2, 3]])")
     out = []
     for i, s in enumerate(shards):
-        arr = np.asarray(s)
+        try:
+            arr = np.asarray(s)
+        except ValueError as exc:        # e.g. a ragged nested list inside one shard
+            raise ValueError(f"shard {i} is not a flat list of column indices ({exc})") from None
+        if arr.ndim == 0:
+            raise ValueError(f"shard {i} is {s!r}, not a list of column indices; pass one list per "
+                             "worker, e.g. [[0, 1], [2, 3]]")
         if arr.size and not (np.issubdtype(arr.dtype, np.integer) and arr.dtype != np.bool_):
             # np.asarray(..., int64) would silently truncate 1.5 to 1
             raise ValueError(f"shard {i} has {arr.dtype} entries; shards must hold integer column "
@@ -130,10 +143,17 @@ def alpha_problem(n: int = 200, d_per_worker: int = 200, workers: int = 4, *, al
     from ..problem import check_memory, dense_problem_bytes
     for k, v in (("n", n), ("d_per_worker", d_per_worker), ("workers", workers),
                  ("n_query", n_query), ("d_query", d_query)):
-        if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or v < 1:
+        if not _is_int(v) or v < 1:
             raise ValueError(f"{k}={v!r} must be a positive integer")
+    n, d_per_worker, n_query, d_query = int(n), int(d_per_worker), int(n_query), int(d_query)
     check_memory(dense_problem_bytes(n, d_per_worker * workers, n_query, d_query),
                  f"an alpha problem with n = {n}, d = {d_per_worker} x {workers}", "use smaller n / d")
+    alpha = _check_real("alpha", alpha, low=0.0, low_open=True,
+                        what=" (the target diversity index: 1, or at most (M-1)/M)")
+    kappa_max = _check_real("kappa_max", kappa_max, low=1.0,
+                            what=" (the condition number of every shard)")
+    noise = _check_real("noise", noise, low=0.0, what=" (it is a standard deviation)")
+    seed = _check_seed(seed)
     M = int(workers)
     amax = max_alpha_below_one(M)
     if not (alpha == 1.0 or 0.0 < alpha <= amax + 1e-12):
