@@ -101,3 +101,57 @@ def test_orient_auto_transposes_full_row_rank(tmp_path):
     assert p.meta["transposed"] and p.A.shape == (3, 3)
     with pytest.raises(ValueError, match="^orient="):
         protocol_step(path, orient="sideways")
+
+
+# ---------------------------------------------------------------------------------------------
+# eagle-dist bench suitesparse
+
+def test_bench_suitesparse_quick_end_to_end(tmp_path):
+    from eagle_dist.bench.report import read_csv
+    from eagle_dist.cli import main
+    rng = np.random.default_rng(0)
+    X = np.zeros((12, 8))
+    X[:8] = rng.standard_normal((8, 8))                     # B would be 0: random rule
+    extra = _write(tmp_path, X, "user_zero_rows.mtx")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    assert main(["bench", "suitesparse", "--quick", "--no-progress", "--out", str(out),
+                 "--cache-dir", str(cache), "--matrices", "HB/abb313,HB/ash958",
+                 "--max-rank", "200", "--mtx", str(extra)]) == 0
+    rows = read_csv(out / "suitesparse_summary.csv")
+    mats = {r["matrix"] for r in rows}
+    assert mats == {"HB/abb313", "HB/ash958", "user_zero_rows"}
+    methods = {"eagle", "lstsq-gelsd", "lstsq-gelsy", "cg", "lsmr", "lsqr"}
+    # every matrix x method x tolerance is a row
+    assert {(r["matrix"], r["method"], float(r["tolerance"])) for r in rows} == \
+        {(m, k, t) for m in mats for k in methods for t in (1e-3, 1e-8)}
+    for r in rows:
+        if r["matrix"] == "HB/ash958":                      # rank 292 > --max-rank 200
+            assert r["status"] == "skipped" and "max-rank" in r["detail"]
+            continue
+        assert r["status"] == "converged", r
+        assert float(r["rel_residual_sq_median"]) <= float(r["tolerance"]), r
+        assert float(r["time_s_median"]) > 0
+    it = {(r["matrix"], r["method"], float(r["tolerance"])): float(r["iterations_median"])
+          for r in rows}
+    assert it[("HB/abb313", "cg", 1e-8)] > it[("HB/abb313", "cg", 1e-3)]
+    infos = {r["matrix"]: r for r in read_csv(out / "suitesparse_matrices.csv")}
+    assert infos["user_zero_rows"]["rhs"] == "random" and infos["HB/abb313"]["rhs"] == "row"
+    assert infos["HB/abb313"]["rank"] == "128" and float(infos["HB/abb313"]["block_cond"]) > 1
+    md = (out / "summary.md").read_text()
+    assert "eagle-dist bench suitesparse" in md and "--mtx" in md and "Machine:" in md
+    assert "random w_true·A" in md and "| HB/ash958 | skipped" in md
+    with open(out / "suitesparse_time_vs_tolerance.png", "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert len(os.listdir(cache)) == 3                      # every protocol run, cached
+
+
+def test_bench_suitesparse_bad_arguments(tmp_path):
+    from eagle_dist.bench.suitesparse import suitesparse_sweep
+    with pytest.raises(ValueError, match="methods"):
+        suitesparse_sweep(str(tmp_path), methods=["gd"], quick=True)
+    with pytest.raises(ValueError, match="tolerances"):
+        suitesparse_sweep(str(tmp_path), tolerances=[2.0], quick=True)
+    with pytest.raises(ValueError, match="--mtx"):
+        suitesparse_sweep(str(tmp_path), mtx=[str(tmp_path / "nope.mtx")], quick=True)
+    with pytest.raises(ValueError, match="max_rank"):
+        suitesparse_sweep(str(tmp_path), max_rank=0, quick=True)
