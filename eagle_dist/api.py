@@ -14,7 +14,7 @@ from .data.from_config import problem_from_config  # noqa: F401 - part of the AP
 
 
 BACKENDS = ("inprocess", "torch", "ray")
-DISTRIBUTED_METHODS = ("eagle", "gd")
+DISTRIBUTED_METHODS = ("eagle", "gd", "cg")
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -108,8 +108,9 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
     distributed = workers > 1 or backend != "inprocess" or kernel is not None
     if distributed:
         if method not in DISTRIBUTED_METHODS:
-            raise ValueError(f"method={method!r} has no distributed form; use 'eagle' or 'gd' with "
-                             "workers > 1 (CG and Krylov methods need all data on one machine)")
+            raise ValueError(f"method={method!r} has no distributed form; use 'eagle', 'gd' or 'cg' "
+                             "with workers > 1 (LSMR/LSQR and direct methods need all data on one "
+                             "machine)")
         if sketch_size is not None:
             raise ValueError("sketch_size and workers > 1 cannot be combined; pick one regime")
         if target_residual is not None:

@@ -153,6 +153,42 @@ def relative_residual(A: torch.Tensor, B: torch.Tensor, W: torch.Tensor) -> floa
     return num / den if den > 0 else num
 
 
+def lsq_ratio(r_norm: float, ra_norm: float, b_norm: float, a_norm: float,
+              w_norm: float) -> float:
+    """LSQR's two stopping tests from norms (Frobenius throughout, ``R = B − W A``):
+    ``min(‖R‖ / (‖B‖ + ‖A‖ ‖W‖), ‖R Aᵀ‖ / (‖A‖ ‖R‖))``; ``≤ tol`` means passed (S1: consistent
+    systems, S2: the normal equations hold). Shared by the centralized and distributed checks."""
+    s1 = r_norm / max(b_norm + a_norm * w_norm, 1e-300)
+    s2 = ra_norm / max(a_norm * r_norm, 1e-300) if r_norm > 0 else 0.0
+    val = min(s1, s2)
+    return val if math.isfinite(val) else math.inf
+
+
+def cg_check_due(rec: float, tol: float, a_norm: float, b_norm: float, iteration: int,
+                 last_checked: int, every: int = 10) -> bool:
+    """When CG on the normal equations computes its true residual check: when the recurrence
+    ``‖(B − W A) Aᵀ‖`` says the S2 test may pass (``‖B − W A‖ ≤ ‖B‖`` for every CG iterate), or
+    every ``every`` iterations."""
+    return rec <= tol * a_norm * b_norm or iteration - last_checked >= every
+
+
+def normal_cg_step(W: torch.Tensor, R: torch.Tensor, P: torch.Tensor, rr: torch.Tensor,
+                   Q: torch.Tensor):
+    """One step of CG on the normal equations ``W (A Aᵀ) = B Aᵀ``, one CG per row of W, given
+    ``Q = P (A Aᵀ)``; returns ``(W, R, P, rr, alpha, broke)`` (``broke``: no direction left).
+    The centralized (:func:`eagle_dist.solvers.baselines.cg`) and distributed loops share it."""
+    pq = (P * Q).sum(dim=1)
+    ok = pq > 0
+    alpha = torch.where(ok, rr / torch.where(ok, pq, torch.ones_like(pq)), torch.zeros_like(pq))
+    W = W + alpha[:, None] * P
+    R = R - alpha[:, None] * Q
+    rr_new = (R * R).sum(dim=1)
+    beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)),
+                       torch.zeros_like(rr))
+    P = R + beta[:, None] * P
+    return W, R, P, rr_new, alpha, not bool(ok.any())
+
+
 def identity_c(problem) -> bool:
     """Whether ``C`` is the identity, so ``D = W`` (the linear-system form ``w A = B``)."""
     C = problem.C

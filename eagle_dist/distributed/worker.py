@@ -26,6 +26,14 @@ of n' numbers at start-up — exactly when the data is consistent, i.e. exactly 
 mode is exact. ``CONVERGED`` is said only when the probe's answer matches ``B x`` to the
 tolerance; a probe that stops improving short of it gives ``INEXACT`` with the measured gap.
 
+Distributed CG on the normal equations (``method="cg"``, :func:`_cg_rounds`): the honest second
+baseline beside distributed GD. ``W``, the search direction ``P`` and the normal-equation residual
+are replicated; each round every worker forms ``(P A^μ) A^μᵀ`` and one all-reduce of ``n'·n``
+numbers gives ``P (A Aᵀ)``; the CG step (:func:`eagle_dist.control.normal_cg_step`, the one the
+centralized CG uses) is then the same on every rank, and ``D = W C``. ``CONVERGED`` is said only
+after LSQR's tests pass on the TRUE residual ``B − W A`` (one extra all-reduce of ``n'·n + n'``
+numbers, made when the recurrence says the tests may pass or every 10 rounds), as centrally.
+
 Every rank holds the same reduced tensors, so stopping decisions agree on all ranks without
 extra communication.
 """
@@ -42,7 +50,7 @@ import torch
 
 from ..kernels import eagle_update, lift_cap, lift_point, spectral_norm_sq, well_conditioned
 from ..result import Status
-from ..control import Monitor, SolverOptions, _norm64
+from ..control import (Monitor, SolverOptions, _norm64, cg_check_due, lsq_ratio, normal_cg_step)
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
                   "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]"]
@@ -117,6 +125,7 @@ class RoundConfig:
     opts: SolverOptions = field(default_factory=SolverOptions)
     fault: Optional[FaultInjection] = None
     mode: str = "paper"                    # "paper" | "gram" (see the module docstring)
+    method: str = "eagle"                  # "eagle" / "gd" (the kernel's rounds) | "cg"
     verify: bool = True                    # paper mode: carry the probe column
     unscale: float = 1.0                   # D = unscale · D' (blocks were power-of-two scaled)
 
@@ -199,6 +208,8 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
                is_main: bool = True, on_round: Optional[Callable[[int], None]] = None) -> RoundsOutput:
     """The round loop (see the module docstring) for the workers this process holds.
     ``on_round(r)`` is called after every round (the launchers' liveness heartbeat)."""
+    if cfg.method == "cg":
+        return _cg_rounds(local, C, D, comm, cfg, reference, denominator, is_main, on_round)
     if cfg.mode not in MODES:
         raise ValueError(f"mode={cfg.mode!r}; use one of {MODES}")
     M = cfg.workers
@@ -446,6 +457,94 @@ def _gram_rounds(local, C, D, comm, cfg, mon, state, voting, is_main, setup_byte
         state["D"], state["C"] = D, C
         status = _record(mon, D, D_old, C, dq, vote)
     return _final(mon, D, D_old, status, dq), status, bytes_per_round, bytes_sent, setup_bytes
+
+
+def _cg_rounds(local, C, D, comm, cfg, reference, denominator, is_main, on_round) -> RoundsOutput:
+    """Distributed CG on the normal equations ``W (A Aᵀ) = B Aᵀ`` (module docstring)."""
+    opts = cfg.opts
+    n, nq = C.shape[0], D.shape[0]
+    dq = D.shape[1]
+    if on_round is not None:
+        on_round(0)
+    # set-up: R₀ = B Aᵀ = Σ B^μ A^μᵀ, ‖A‖_F², ‖B‖_F² in one all-reduce
+    buf = torch.zeros(nq * n + 2, dtype=C.dtype, device=C.device)
+    for w in local:
+        buf[:nq * n] += (w.B @ w.A.T).reshape(-1)
+        buf[-2] += _norm64(w.A) ** 2
+        buf[-1] += _norm64(w.B) ** 2
+    setup_bytes = buf.numel() * buf.element_size()
+    buf = comm(buf, "sum")
+    R = buf[:nq * n].reshape(nq, n).clone()
+    a_norm, b_norm = math.sqrt(float(buf[-2])), math.sqrt(float(buf[-1]))
+    W = torch.zeros(nq, n, dtype=C.dtype, device=C.device)
+    P, rr = R.clone(), (R * R).sum(dim=1)
+    st = {"W": W, "R": R, "best": (math.inf, W, 0), "checked": -10, "check_bytes": 0}
+
+    def true_check() -> float:
+        """LSQR's tests on the true residual: ‖B − W A‖² and (B − W A) Aᵀ summed over shards."""
+        b = torch.zeros(nq * n + 1, dtype=C.dtype, device=C.device)
+        for w in local:
+            Rm = w.B - st["W"] @ w.A
+            b[:nq * n] += (Rm @ w.A.T).reshape(-1)
+            b[-1] += _norm64(Rm) ** 2
+        st["check_bytes"] += b.numel() * b.element_size()
+        b = comm(b, "sum")
+        return lsq_ratio(math.sqrt(max(float(b[-1]), 0.0)), _norm64(b[:nq * n]), b_norm, a_norm,
+                         _norm64(st["W"]))
+
+    def residual() -> float:
+        rec = _norm64(st["R"])                        # replicated: the same gate on every rank
+        if rec < st["best"][0]:
+            st["best"] = (rec, st["W"], mon.iteration)
+        if not cg_check_due(rec, opts.tol, a_norm, b_norm, mon.iteration, st["checked"]):
+            return math.inf
+        st["checked"] = mon.iteration
+        return true_check()
+
+    voting = opts.time_budget is not None or opts.callback is not None
+    mon = Monitor(_quiet(opts, progress=opts.progress and is_main), reference,
+                  desc=f"rounds(M={cfg.workers}, cg)", denominator=denominator,
+                  residual=residual, residual_only=True)
+    mon.on_round = on_round
+    bytes_per_round = bytes_sent = 0
+    status, rnd = None, 0
+    D_old = D
+    while status is None:
+        rnd += 1
+        if cfg.fault is not None:
+            cfg.fault.maybe_fire(local[0].rank, rnd)
+        buf = torch.zeros(nq * n + (1 if voting else 0), dtype=C.dtype, device=C.device)
+        for w in local:
+            buf[:nq * n] += ((P @ w.A) @ w.A.T).reshape(-1)
+        if voting:
+            _vote(buf, mon, opts, is_main)
+        bytes_per_round = buf.numel() * buf.element_size()
+        bytes_sent += bytes_per_round
+        buf = comm(buf, "sum")
+        vote = float(buf[-1]) if voting else 0.0
+        W, R, P, rr, _, broke = normal_cg_step(W, R, P, rr, buf[:nq * n].reshape(nq, n))
+        st["W"], st["R"] = W, R
+        D_old, D = D, W @ C
+        status = _record(mon, D, D_old, C, dq, vote)
+        if status is None and broke:
+            # no search direction left: the true residual check decides
+            val = true_check()
+            mon.last_residual = val
+            status = Status.CONVERGED if val <= opts.tol else Status.INEXACT
+            mon.close()
+    if status is Status.NON_FINITE and not bool(torch.isfinite(D).all()):
+        D = D_old if bool(torch.isfinite(D_old).all()) else torch.zeros_like(D)
+    elif status is not Status.CONVERGED and st["best"][1] is not W:
+        D = st["best"][1] @ C                         # never worse than the best residual seen
+    if not bool(torch.isfinite(D).all()):
+        D = torch.zeros_like(D)
+    h = mon.history
+    return RoundsOutput(D=D.cpu().numpy(), status=status.value, rounds=mon.iteration,
+                        history=dict(step=h.step, error=h.error, time=h.time),
+                        bytes_per_round=bytes_per_round, setup_bytes=setup_bytes,
+                        time_s=mon.elapsed(), frozen_at=[-1 for _ in local],
+                        bytes_sent=bytes_sent + st["check_bytes"], mode="cg",
+                        best_iteration=st["best"][2])
 
 
 def _quiet(opts: SolverOptions, progress: bool) -> SolverOptions:

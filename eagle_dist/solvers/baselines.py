@@ -22,8 +22,9 @@ import torch
 
 from ..result import History, SolveResult, Status
 from ..result import safe_norm
-from ..control import (Monitor, SolverOptions, _norm64, pow2_scale, reference_tensor, relative_residual,
-                       resolve_device, resolve_dtype, scaled_tensors, to_tensors)
+from ..control import (Monitor, SolverOptions, _norm64, cg_check_due, lsq_ratio, normal_cg_step,
+                       pow2_scale, reference_tensor, relative_residual, resolve_device,
+                       resolve_dtype, scaled_tensors, to_tensors)
 
 LSTSQ_DRIVERS = ("gelsd", "gelsy")
 
@@ -87,16 +88,13 @@ def lsq_check(A, B, W, tol: float, a_norm: Optional[float] = None):
     Returns ``(value, a_norm)``: ``value = min(S1 ratio, S2 ratio)`` — ``≤ tol`` means passed —
     scaled by the data, so it means the same for data at any scale.
     """
-    import math as _m
     xp_norm = (lambda x: _norm64(x)) if isinstance(A, torch.Tensor) else (lambda x: safe_norm(x))
     if a_norm is None:
         a_norm = xp_norm(A)
     R = B - W @ A
     r = xp_norm(R)
-    s1 = r / max(xp_norm(B) + a_norm * xp_norm(W), 1e-300)
-    s2 = xp_norm(R @ A.T) / max(a_norm * r, 1e-300) if r > 0 else 0.0
-    val = min(s1, s2)
-    return (val if _m.isfinite(val) else _m.inf), a_norm
+    val = lsq_ratio(r, xp_norm(R @ A.T) if r > 0 else 0.0, xp_norm(B), a_norm, xp_norm(W))
+    return val, a_norm
 
 
 def cg(problem, opts: SolverOptions) -> SolveResult:
@@ -148,7 +146,7 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
             st["best"] = (rec, st["W"], mon.iteration)
         # the true residual costs one more product: compute it only when the recurrence says
         # the S2 test may pass (‖B − WA‖ ≤ ‖B‖ for every CG iterate), or every 10 iterations
-        if rec > opts.tol * a_norm * b_norm and mon.iteration - st["checked"] < 10:
+        if not cg_check_due(rec, opts.tol, a_norm, b_norm, mon.iteration, st["checked"]):
             return math.inf
         st["checked"] = mon.iteration
         val, _ = lsq_check(A, B, st["W"], opts.tol, a_norm)
@@ -162,20 +160,13 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
     while status is None:
         PA = P @ A
         Q = PA @ A.T                                 # P (A Aᵀ), (n', n)
-        pq = (P * Q).sum(dim=1)
-        alpha = torch.where(pq > 0, rr / torch.where(pq > 0, pq, torch.ones_like(pq)), torch.zeros_like(pq))
-        W = W + alpha[:, None] * P
+        W, R, P, rr, alpha, broke = normal_cg_step(W, R, P, rr, Q)
         if system is not None:
             st["r"] = st["r"] - alpha[:, None] * PA
-        R = R - alpha[:, None] * Q
-        rr_new = (R * R).sum(dim=1)
-        beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)), torch.zeros_like(rr))
-        P = R + beta[:, None] * P
-        rr = rr_new
         st["W"], st["R"] = W, R
         D_old, D = D, W @ C
         status = mon.record(D, D_old)
-        if status is None and not bool((pq > 0).any()):
+        if status is None and broke:
             # breakdown: no search direction left; the residual check decides
             if system is not None:
                 val = relative_residual(A, B, W)
