@@ -58,11 +58,13 @@ def test_distributed_cg_bad_arguments(prob):
         solve(prob, "lsmr", workers=2)
 
 
-def test_distributed_cg_on_ray_matches_inprocess(prob):
-    pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ray]')")
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.slow), "ray"])
+def test_distributed_cg_on_processes_matches_inprocess(prob, backend):
+    if backend == "ray":
+        pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ray]')")
     base = solve(prob, "cg", workers=2, tol=1e-10, max_iter=2000)
-    r = solve(prob, "cg", workers=2, backend="ray", tol=1e-10, max_iter=2000, timeout=60)
-    assert r.backend.startswith("ray") and r.status is Status.CONVERGED
+    r = solve(prob, "cg", workers=2, backend=backend, tol=1e-10, max_iter=2000, timeout=60)
+    assert r.backend.startswith(backend) and r.status is Status.CONVERGED
     assert r.rounds == base.rounds
     assert np.max(np.abs(r.D - base.D)) <= 1e-12 * np.max(np.abs(base.D))
     c = solve(prob, "cg", tol=1e-10, max_iter=2000)

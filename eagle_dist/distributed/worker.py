@@ -298,18 +298,23 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
     rounds = _gram_rounds if cfg.mode == "gram" else _paper_rounds
     D_fin, status, bytes_per_round, bytes_sent, setup_bytes = rounds(
         local, C, D, comm, cfg, mon, state, voting, is_main, setup_bytes, d_query)
+    return _output(mon, D_fin, status, local, bytes_per_round=bytes_per_round,
+                   setup_bytes=setup_bytes, bytes_sent=bytes_sent, mode=cfg.mode,
+                   probe_gap=probe_gap() if probe else float("nan"),
+                   certified_at=mon.certified_at if mon.certified_at is not None else -1,
+                   best_iteration=mon.best_iteration)
+
+
+def _output(mon: Monitor, D_fin: torch.Tensor, status: Status, local, **fields) -> RoundsOutput:
+    """The rank's :class:`RoundsOutput` (a non-finite D is never handed back)."""
     if not bool(torch.isfinite(D_fin).all()):
         D_fin = torch.zeros_like(D_fin)
     h = mon.history
     return RoundsOutput(D=D_fin.cpu().numpy(), status=status.value, rounds=mon.iteration,
                         history=dict(step=h.step, error=h.error, time=h.time),
-                        bytes_per_round=bytes_per_round, setup_bytes=setup_bytes,
                         time_s=mon.elapsed(),
                         frozen_at=[w.frozen_at if w.frozen_at is not None else -1 for w in local],
-                        bytes_sent=bytes_sent, mode=cfg.mode,
-                        probe_gap=probe_gap() if probe else float("nan"),
-                        certified_at=mon.certified_at if mon.certified_at is not None else -1,
-                        best_iteration=mon.best_iteration)
+                        **fields)
 
 
 def well_conditioned_gram(K: torch.Tensor) -> bool:
@@ -327,6 +332,25 @@ def _vote(buf: torch.Tensor, mon: Monitor, opts: SolverOptions, is_main: bool) -
                 mon.iteration, {"step": mon.history.step[-1], "error": mon.history.error[-1],
                                 "time": mon.elapsed()}):
             buf[-1] = 2.0
+
+
+def _round_buffer(local, cfg: RoundConfig, rnd: int, size: int, voting: bool,
+                  like: torch.Tensor) -> torch.Tensor:
+    """Start round ``rnd``: fire an injected fault if one is due; a zero message of ``size``
+    numbers (+1 slot for the driver's vote on the time budget / callback)."""
+    if cfg.fault is not None:
+        cfg.fault.maybe_fire(local[0].rank, rnd)
+    return torch.zeros(size + (1 if voting else 0), dtype=like.dtype, device=like.device)
+
+
+def _reduce_round(buf: torch.Tensor, comm, mon: Monitor, opts: SolverOptions, voting: bool,
+                  is_main: bool):
+    """Cast the vote, all-reduce the round's message; ``(reduced, vote, bytes sent)``."""
+    if voting:
+        _vote(buf, mon, opts, is_main)
+    nbytes = buf.numel() * buf.element_size()
+    buf = comm(buf, "sum")
+    return buf, (float(buf[-1]) if voting else 0.0), nbytes
 
 
 def _record(mon: Monitor, D: torch.Tensor, D_old: torch.Tensor, C: torch.Tensor, d_query: int,
@@ -365,19 +389,13 @@ def _paper_rounds(local, C, D, comm, cfg, mon, state, voting, is_main, setup_byt
     D_old = D
     while status is None:
         rnd += 1
-        if cfg.fault is not None:
-            cfg.fault.maybe_fire(local[0].rank, rnd)
-        buf = torch.zeros(n_c + n_d + (1 if voting else 0), dtype=C.dtype, device=C.device)
+        buf = _round_buffer(local, cfg, rnd, n_c + n_d, voting, C)
         for w in local:
             Cp, Dp = w.local_update(C, D, rnd, cfg)
             buf[:n_c] += Cp.reshape(-1)
             buf[n_c:n_c + n_d] += Dp.reshape(-1)
-        if voting:
-            _vote(buf, mon, opts, is_main)
-        bytes_per_round = buf.numel() * buf.element_size()
+        buf, vote, bytes_per_round = _reduce_round(buf, comm, mon, opts, voting, is_main)
         bytes_sent += bytes_per_round
-        buf = comm(buf, "sum")
-        vote = float(buf[-1]) if voting else 0.0
         D_old, C = D, (buf[:n_c] / M).reshape(C.shape)
         D = (buf[n_c:n_c + n_d] / M).reshape(D.shape)
         state["D"], state["C"] = D, C
@@ -511,17 +529,11 @@ def _cg_rounds(local, C, D, comm, cfg, reference, denominator, is_main, on_round
     D_old = D
     while status is None:
         rnd += 1
-        if cfg.fault is not None:
-            cfg.fault.maybe_fire(local[0].rank, rnd)
-        buf = torch.zeros(nq * n + (1 if voting else 0), dtype=C.dtype, device=C.device)
+        buf = _round_buffer(local, cfg, rnd, nq * n, voting, C)
         for w in local:
             buf[:nq * n] += ((P @ w.A) @ w.A.T).reshape(-1)
-        if voting:
-            _vote(buf, mon, opts, is_main)
-        bytes_per_round = buf.numel() * buf.element_size()
+        buf, vote, bytes_per_round = _reduce_round(buf, comm, mon, opts, voting, is_main)
         bytes_sent += bytes_per_round
-        buf = comm(buf, "sum")
-        vote = float(buf[-1]) if voting else 0.0
         W, R, P, rr, _, broke = normal_cg_step(W, R, P, rr, buf[:nq * n].reshape(nq, n))
         st["W"], st["R"] = W, R
         D_old, D = D, W @ C
@@ -536,15 +548,9 @@ def _cg_rounds(local, C, D, comm, cfg, reference, denominator, is_main, on_round
         D = D_old if bool(torch.isfinite(D_old).all()) else torch.zeros_like(D)
     elif status is not Status.CONVERGED and st["best"][1] is not W:
         D = st["best"][1] @ C                         # never worse than the best residual seen
-    if not bool(torch.isfinite(D).all()):
-        D = torch.zeros_like(D)
-    h = mon.history
-    return RoundsOutput(D=D.cpu().numpy(), status=status.value, rounds=mon.iteration,
-                        history=dict(step=h.step, error=h.error, time=h.time),
-                        bytes_per_round=bytes_per_round, setup_bytes=setup_bytes,
-                        time_s=mon.elapsed(), frozen_at=[-1 for _ in local],
-                        bytes_sent=bytes_sent + st["check_bytes"], mode="cg",
-                        best_iteration=st["best"][2])
+    return _output(mon, D, status, local, bytes_per_round=bytes_per_round,
+                   setup_bytes=setup_bytes, bytes_sent=bytes_sent + st["check_bytes"], mode="cg",
+                   best_iteration=st["best"][2])
 
 
 def _quiet(opts: SolverOptions, progress: bool) -> SolverOptions:
