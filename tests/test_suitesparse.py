@@ -25,11 +25,12 @@ def _check_completion(p, dense, D):
 
 
 def test_protocol_dwt_1007(tmp_path):
-    p = load_suitesparse("HB/dwt_1007", c_block="identity", rhs="auto", cache_dir=tmp_path)
+    p = load_suitesparse("HB/dwt_1007", c_block="identity", rhs="auto", cache_dir=tmp_path,
+                         report=True)
     step = p.meta["protocol"]
     assert step["rank"] == step["numerical_rank"] == 1000 and not step["transposed"]
     assert step["block_rank"] == 1000 and p.A.shape == (1000, 1000)
-    # the chosen block's condition number (paper: 2.97e3; PAPER-NOTES measured 2.71e3)
+    # the chosen block's condition number (paper: 2.97e3)
     assert 2e3 < step["block_cond"] < 4e3
     assert step["block_sigma_min"] > step["threshold"] > 0
     assert step["threshold"] == pytest.approx(1007 * np.finfo(float).eps * step["sigma_max"])
@@ -40,7 +41,7 @@ def test_protocol_dwt_1007(tmp_path):
 
 def test_protocol_rectangular_abb313(tmp_path):
     # HB/abb313 is 313 x 176 of rank 128: a rank-deficient rectangular matrix
-    p = load_suitesparse("HB/abb313", c_block="identity", cache_dir=tmp_path)
+    p = load_suitesparse("HB/abb313", c_block="identity", cache_dir=tmp_path, report=True)
     step = p.meta["protocol"]
     assert step["shape"] == [313, 176] and step["rank"] == 128 == step["block_rank"]
     assert np.linalg.matrix_rank(p.A) == 128
@@ -67,6 +68,10 @@ def test_protocol_cache(tmp_path):
     (tmp_path / files[0]).write_text("{not json")
     assert not protocol_step("HB/abb313", cache_dir=tmp_path)["cached"]
     assert json.loads((tmp_path / files[0]).read_text())["rank"] == 128
+    # without the block's SVD: no block κ, and a separate cache entry
+    c = protocol_step("HB/abb313", cache_dir=tmp_path, block_stats=False)
+    assert c["block_cond"] is None and c["rank"] == 128 and len(os.listdir(tmp_path)) == 2
+    assert load_suitesparse("HB/abb313").meta["protocol"]["block_cond"] is None
 
 
 def _write(tmp_path, X, name):

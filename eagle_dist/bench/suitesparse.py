@@ -227,7 +227,8 @@ def suitesparse_sweep(out: Optional[str] = None, *, matrices: Optional[Sequence[
                                        "(dense protocol and solves are O(dim³))")
                 else:
                     problem = load_suitesparse(src, c_block="identity", rhs="auto", orient="auto",
-                                               seed=seed, cache_dir=cache, dtype=np.dtype(dtype))
+                                               seed=seed, cache_dir=cache, dtype=np.dtype(dtype),
+                                               report=True)
                     st = problem.meta["protocol"]
                     info.update({k: st[k] for k in (
                         "nnz", "rank", "threshold", "sigma_max", "full_cond", "block_cond",

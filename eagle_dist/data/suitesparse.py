@@ -13,7 +13,7 @@ and ``D = w``.
 ``cache_dir`` is given) with what a report needs: the rank found and the threshold it was cut at,
 σ_max/σ_rank of the whole matrix and κ of the chosen block. Two documented departures, both
 opt-in: ``rhs="auto"`` replaces a zero B (HB/bcsstm13: every row outside the block is zero on its
-columns) by a consistent random right-hand side ``B = w_true A`` (seeded; PAPER-NOTES §3 item 14),
+columns) by a consistent random right-hand side ``B = w_true A`` (seeded),
 and ``orient="auto"`` uses the transpose of a matrix of full row rank, which has no row left for B.
 
 The shipped copies (``eagle_dist/data/matrices``, with ``MANIFEST.csv`` and attribution in its
@@ -181,7 +181,7 @@ def default_cache_dir() -> Path:
 
 def protocol_step(source: Union[str, os.PathLike], *, rank: Optional[int] = None,
                   orient: str = "as_is", cache_dir: Union[None, str, os.PathLike] = None,
-                  _dense: Optional[np.ndarray] = None) -> dict:
+                  block_stats: bool = True, _dense: Optional[np.ndarray] = None) -> dict:
     """The rank-revealing step of the paper's protocol, with what a report needs.
 
     Returns a dict: ``path``, ``sha256`` of the file, ``shape`` (of the matrix the protocol used),
@@ -190,7 +190,8 @@ def protocol_step(source: Union[str, os.PathLike], *, rank: Optional[int] = None
     (σ_max/σ_rank of the whole matrix), the chosen ``rows``/``cols``, ``b_row`` (the largest-norm
     remaining row on the chosen columns) and ``b_row_zero`` (that row is zero: the protocol's B
     would be 0), and the chosen ``r x r`` block's ``block_sigma_max``, ``block_sigma_min``,
-    ``block_cond`` and ``block_rank`` (numerical rank, same rule), plus ``seconds`` it took.
+    ``block_cond`` and ``block_rank`` (numerical rank, same rule; one more SVD, of the block:
+    ``block_stats=False`` skips it and leaves them ``None``), plus ``seconds`` it took.
 
     ``orient="auto"``: a matrix of full row rank has no row left for B; its transpose is used
     when that has more rows than its rank (wide LP matrices such as lp_bnl2, r05).
@@ -205,7 +206,8 @@ def protocol_step(source: Union[str, os.PathLike], *, rank: Optional[int] = None
     sha = file_sha256(path)
     cache_file = None
     if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"{sha[:24]}-{orient}-r{'auto' if rank is None else int(rank)}.json"
+        cache_file = Path(cache_dir) / (f"{sha[:24]}-{orient}-r{'auto' if rank is None else int(rank)}"
+                                        f"{'-b' if block_stats else ''}.json")
         if cache_file.is_file():
             try:
                 with open(cache_file) as f:
@@ -239,7 +241,8 @@ def protocol_step(source: Union[str, os.PathLike], *, rank: Optional[int] = None
     others = rperm[r:]
     norms = np.linalg.norm(dense[np.ix_(others, cols)], axis=1)
     brow = int(others[np.argmax(norms)])
-    sb = scipy.linalg.svd(dense[np.ix_(rows, cols)], compute_uv=False, check_finite=False)
+    sb = scipy.linalg.svd(dense[np.ix_(rows, cols)], compute_uv=False, check_finite=False) \
+        if block_stats else None
     out = dict(path=str(path), sha256=sha, shape=[int(m), int(ncol)], transposed=transposed,
                nnz=nnz, rank=int(r), rank_given=rank is not None, numerical_rank=int(r_num),
                threshold=thr, sigma_max=float(s[0]) if s.size else 0.0,
@@ -247,9 +250,12 @@ def protocol_step(source: Union[str, os.PathLike], *, rank: Optional[int] = None
                else float("inf"),
                rows=[int(i) for i in rows], cols=[int(j) for j in cols], b_row=brow,
                b_row_zero=bool(norms.max() == 0.0),
-               block_sigma_max=float(sb[0]), block_sigma_min=float(sb[-1]),
-               block_cond=float(sb[0] / sb[-1]) if sb[-1] > 0 else float("inf"),
-               block_rank=_rank_of(sb, (r, r))[0], seconds=time.perf_counter() - t0,
+               block_sigma_max=None if sb is None else float(sb[0]),
+               block_sigma_min=None if sb is None else float(sb[-1]),
+               block_cond=None if sb is None else (float(sb[0] / sb[-1]) if sb[-1] > 0
+                                                   else float("inf")),
+               block_rank=None if sb is None else _rank_of(sb, (r, r))[0],
+               seconds=time.perf_counter() - t0,
                cached=False)
     if cache_file is not None:
         try:
@@ -267,7 +273,8 @@ def protocol_step(source: Union[str, os.PathLike], *, rank: Optional[int] = None
 def load_suitesparse(source: Union[str, os.PathLike], *, rank: Optional[int] = None,
                      c_block: str = "rest", dtype=np.float64, rhs: str = "row",
                      orient: str = "as_is", seed: int = 0,
-                     cache_dir: Union[None, str, os.PathLike] = None) -> Problem:
+                     cache_dir: Union[None, str, os.PathLike] = None,
+                     report: bool = False) -> Problem:
     """Build the real-data problem from a shipped name or a ``.mtx`` path (see module docstring).
 
     ``rank`` overrides the numerical rank (computed by a dense SVD otherwise). ``c_block``:
@@ -278,8 +285,9 @@ def load_suitesparse(source: Union[str, os.PathLike], *, rank: Optional[int] = N
     ``rhs``: ``"row"`` (the protocol's B, the held-out row; it may be 0, e.g. HB/bcsstm13, which
     is logged), ``"random"`` (a consistent random right-hand side ``B = w_true A`` with
     ``w_true ~ N(0, 1)`` from ``seed``, so ``D_true = w_true C``) or ``"auto"`` (the row, or the
-    random rule where the row is zero: PAPER-NOTES §3 item 14). ``orient`` and ``cache_dir``: see
-    :func:`protocol_step`, whose report is in ``meta["protocol"]``.
+    random rule where the row is zero). ``orient`` and ``cache_dir``: see
+    :func:`protocol_step`, whose report is in ``meta["protocol"]`` (with the chosen block's
+    singular values and κ when ``report=True``: one more SVD, of the block).
     """
     if c_block not in ("rest", "identity"):
         raise ValueError(f"c_block={c_block!r}; use 'rest' or 'identity'")
@@ -288,7 +296,8 @@ def load_suitesparse(source: Union[str, os.PathLike], *, rank: Optional[int] = N
     path = _resolve(source)
     M = load_mtx(path)
     dense = M.toarray()
-    step = protocol_step(path, rank=rank, orient=orient, cache_dir=cache_dir, _dense=dense)
+    step = protocol_step(path, rank=rank, orient=orient, cache_dir=cache_dir,
+                         block_stats=bool(report), _dense=dense)
     if step["transposed"]:
         dense = dense.T
     ncol = dense.shape[1]
