@@ -176,15 +176,18 @@ def test_one_planted_layer_is_the_eagle_update():
 # training
 
 
-@pytest.mark.parametrize("regime,over", [
-    ("unconstrained", ["optim.batch=256", "optim.lr=3e-3", "optim.steps=300"]),
-    ("distributed", ["optim.batch=256", "optim.lr=3e-3", "optim.steps=300"]),
-])
-def test_short_training_beats_the_zero_predictor_5x(regime, over):
+@pytest.mark.parametrize("regime,factor", [("unconstrained", 5.0), ("distributed", 5.0),
+                                           ("compute_limited", 2.5)])
+def test_short_training_beats_the_zero_predictor(regime, factor):
+    """300 steps of batch 256 (≈10 s on one core): 9.6x (unconstrained) and 5.7x (distributed)
+    below the zero predictor, measured. The compute-limited model learns more slowly (3.0x here,
+    3.6x after 1,235 steps of the full recipe), so its bar is lower: 5x in a CI-sized run was
+    not reached for it on this machine."""
     c = cfg_of(f"model.regime={regime}", "model.init_std=0.1", "eval.test_size=2000",
-               "eval.every=100000", "run.threads=1", *over)
+               "eval.every=100000", "run.threads=1", "optim.batch=256", "optim.lr=3e-3",
+               "optim.steps=300")
     res = train_loop(c, write=False)
-    assert res.test["finite"] and res.test["zero"] / res.test["mse"] >= 5.0, res.test
+    assert res.test["finite"] and res.test["zero"] / res.test["mse"] >= factor, res.test
 
 
 def test_resume_reproduces_the_uninterrupted_run(tmp_path):

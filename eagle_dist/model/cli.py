@@ -60,6 +60,9 @@ def add_model_parsers(sub) -> None:
                     help="report folder (default <run dir>/extraction; one subfolder per "
                          "checkpoint when several are given)")
     pe.add_argument("--prompts", type=int, default=2000, help="test prompts (default 2000)")
+    pe.add_argument("--kernel-prompts", type=int, default=5,
+                    help="distributed regime: prompts for the learned-kernel check in the "
+                         "distributed runtime (0: skip; default 5)")
     pe.set_defaults(fn=cmd_extract)
 
 
@@ -153,6 +156,15 @@ def cmd_extract(args) -> int:
             out = os.path.join(out, f"{i}_{os.path.basename(os.path.dirname(os.path.abspath(ck)))}")
         ex = extract(ck, prompts=args.prompts, model=model, cfg=cfg)
         path = write_report(ex, model, out)
+        if cfg.model.regime == "distributed" and args.kernel_prompts > 0:
+            from .kernel import kernel_check, kernel_report
+            kc = kernel_check(ck, prompts=args.kernel_prompts)
+            with open(path, "a") as f:
+                f.write("\n".join(kernel_report(kc)))
+            print(f"  learned kernel: {kc['rounds']} rounds, {kc['bytes_per_worker_per_round']} "
+                  f"bytes/worker/round, error vs B A+ C "
+                  f"{kc['per_layer_median']['kernel_vs_pinv'][-1]:.3f}, vs transformer "
+                  f"{kc['per_layer_median']['kernel_vs_transformer'][-1]:.1e}")
         verdict = "EAGLE structure found" if ex.has_structure else "no EAGLE structure: " + \
             "; ".join(ex.reasons)
         print(f"{ck}: {verdict}\n  test MSE transformer {ex.mse['transformer']:.4g}, extracted "

@@ -132,28 +132,64 @@ def kernel_check(checkpoint: str, prompts: int = 20, backend: str = "inprocess",
         den = max(np.linalg.norm(ref), 1e-300)
         tf_l = [model.readout(Z[i:i + 1])[0].numpy() for Z in traj[1:]]
         per: Dict[str, List[float]] = {"kernel_vs_transformer": [], "kernel_vs_pinv": [],
-                                       "eagle_vs_pinv": [], "transformer_vs_pinv": [],
-                                       "kernel_vs_eagle": []}
+                                       "transformer_vs_pinv": []}
+        eo = SolverOptions(max_iter=L, tol=1e-300, record_error=True, progress=False)
+        re_ = solve_distributed(prob, eo, workers=M, backend=backend, shards=shards, mode="paper",
+                                verify=False)
+        per["eagle_vs_pinv"] = [float(e) for e in re_.history.error[:L]]
         for l in range(1, L + 1):
             opts = SolverOptions(max_iter=l, tol=1e-300, record_error=False, progress=False)
             rk = solve_distributed(prob, opts, workers=M, backend=backend, shards=shards,
                                    kernel=kernel, verify=False, normalization="none")
-            re_ = solve_distributed(prob, opts, workers=M, backend=backend, shards=shards,
-                                    mode="paper", verify=False)
             per["kernel_vs_transformer"].append(float(np.linalg.norm(rk.D - tf_l[l - 1]) /
                                                       max(np.linalg.norm(tf_l[l - 1]), 1e-300)))
             per["kernel_vs_pinv"].append(float(np.linalg.norm(rk.D - ref) / den))
-            per["eagle_vs_pinv"].append(float(np.linalg.norm(re_.D - ref) / den))
             per["transformer_vs_pinv"].append(float(np.linalg.norm(tf_l[l - 1] - ref) / den))
-            per["kernel_vs_eagle"].append(float(np.linalg.norm(rk.D - re_.D) /
-                                                max(np.linalg.norm(re_.D), 1e-300)))
             if l == L:
                 bytes_round = rk.bytes_per_worker_per_round
                 status = rk.status.value
         rows.append(per)
     summary = {k: [float(np.median([r[k][l] for r in rows])) for l in range(L)] for k in rows[0]}
+    eagle_rounds = None
+    if backend == "inprocess":
+        # rounds distributed EAGLE (paper's mode, same shards) needs to reach the kernel's
+        # final accuracy — the communication the trained model saves
+        target = summary["kernel_vs_pinv"][-1]
+        need = []
+        for i in range(prompts):
+            prob = as_numpy_problem(test, i, c)
+            r = solve_distributed(prob, SolverOptions(max_iter=2000, tol=1e-300, target_error=target,
+                                                      progress=False),
+                                  workers=M, shards=shards, mode="paper", verify=False)
+            need.append(r.iterations if r.error <= target else float("inf"))
+        eagle_rounds = float(np.median(need))
     return dict(per_layer_median=summary, rounds=L, bytes_per_worker_per_round=bytes_round,
-                status=status, prompts=prompts, backend=backend, workers=M)
+                status=status, prompts=prompts, backend=backend, workers=M,
+                eagle_rounds_to_match=eagle_rounds)
 
 
-__all__ = ["LearnedKernel", "kernel_check"]
+def kernel_report(kc: Dict[str, Any]) -> List[str]:
+    """Markdown lines for the extraction report."""
+    s = kc["per_layer_median"]
+    L = ["## The trained model as the distributed kernel", "",
+         f"{kc['workers']} workers ({kc['backend']} backend), one per machine block; round ℓ runs "
+         f"learned layer ℓ; {kc['bytes_per_worker_per_round']} bytes per worker per round (the "
+         f"paper's (n + n')·d' message); status after {kc['rounds']} rounds: {kc['status']} (a "
+         f"fixed number of learned layers makes no convergence claim). Median over "
+         f"{kc['prompts']} test prompts of the relative error:", "",
+         "| round | kernel vs transformer readout | kernel vs B A⁺ C | transformer vs B A⁺ C | "
+         "distributed EAGLE (paper's mode) vs B A⁺ C |", "|---|---|---|---|---|"]
+    for l in range(kc["rounds"]):
+        L.append(f"| {l + 1} | {s['kernel_vs_transformer'][l]:.2e} | {s['kernel_vs_pinv'][l]:.3f} |"
+                 f" {s['transformer_vs_pinv'][l]:.3f} | {s['eagle_vs_pinv'][l]:.3f} |")
+    if kc.get("eagle_rounds_to_match") is not None:
+        L += ["", f"Distributed EAGLE with the theory constants needs a median of "
+              f"{kc['eagle_rounds_to_match']:g} rounds to reach the kernel's {kc['rounds']}-round "
+              "accuracy on these prompts."]
+    L += ["", "'kernel vs transformer' measures what the kernel does not send: each head's "
+          "writes into other machines' A/B columns and the differences between the machines' "
+          "copies of C and D.", ""]
+    return L
+
+
+__all__ = ["LearnedKernel", "kernel_check", "kernel_report"]

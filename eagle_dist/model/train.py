@@ -26,6 +26,7 @@ import logging
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional
 
@@ -226,7 +227,11 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
         from torch.distributed.nn.functional import all_reduce as _ar
 
         def all_reduce(x):
-            return _ar(x)
+            # the public differentiable collective; torch 2.13 marks it deprecated in favour of
+            # the private torch.distributed._functional_collectives, so its warning is silenced
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FutureWarning)
+                return _ar(x)
     end = o.steps if stop_at is None else min(o.steps, stop_at)
     bar = Progress(f"train {mc.regime}", o.steps, "step", progress and rank == 0)
     bar.update(start)
