@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 import yaml
 
-from ..config import _coerce, _merge, _read
+from ..config import _merge, _read, sections_from_dict
 
 REGIMES = ("unconstrained", "compute_limited", "distributed")
 
@@ -101,25 +101,7 @@ _SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "ev
 
 
 def train_config_from_dict(raw: dict, source: str = "<dict>") -> TrainConfig:
-    if not isinstance(raw, dict):
-        raise ValueError(f"{source}: a training config is a mapping with sections {list(_SECTIONS)}")
-    unknown = set(raw) - set(_SECTIONS)
-    if unknown:
-        raise ValueError(f"{source}: unknown section(s) {sorted(map(str, unknown))}; allowed: "
-                         f"{list(_SECTIONS)}")
-    parts = {}
-    for sec, cls in _SECTIONS.items():
-        body = raw.get(sec)
-        body = {} if body is None else body
-        if not isinstance(body, dict):
-            raise ValueError(f"{source}: section {sec!r} must be a mapping")
-        allowed = {f.name for f in fields(cls)}
-        bad = set(body) - allowed
-        if bad:
-            raise ValueError(f"{source}: unknown key(s) {sorted(map(str, bad))} in section "
-                             f"{sec!r}; allowed: {sorted(allowed)}")
-        parts[sec] = cls(**{k: _coerce(cls, k, v, sec) for k, v in body.items()})
-    cfg = TrainConfig(**parts)
+    cfg = TrainConfig(**sections_from_dict(raw, _SECTIONS, source))
     validate_train_config(cfg, source)
     return cfg
 

@@ -279,25 +279,13 @@ def replay(X: torch.Tensor, model: LinearTransformer, rule) -> List[torch.Tensor
             shards = new_sh
             C, D = sum(newC) / M, sum(newD) / M
             out[l + 1].append(_assemble(shards, C, D))
-    return [_layout(torch.stack(z), model) for z in out]
+    return [model.layout(torch.stack(z)) for z in out]
 
 
 def _assemble(shards, C, D) -> torch.Tensor:
     A = torch.cat([s[0] for s in shards], 1)
     B = torch.cat([s[1] for s in shards], 1)
     return torch.cat([torch.cat([A, C], 1), torch.cat([B, -D], 1)], 0)
-
-
-def _layout(X: torch.Tensor, model: LinearTransformer) -> torch.Tensor:
-    """Full matrices (D included) in the transformer's feature layout (distributed: blocks)."""
-    c = model.cfg
-    if c.regime != "distributed":
-        return X
-    dl = c.d // c.machines
-    blocks = []
-    for mu in range(c.machines):
-        blocks += [X[..., mu * dl:(mu + 1) * dl], X[..., c.d:]]
-    return torch.cat(blocks, -1)
 
 
 def fidelity(tf: List[torch.Tensor], alg: List[torch.Tensor]) -> List[float]:

@@ -152,16 +152,22 @@ class LinearTransformer(nn.Module):
 
     # -- layout -----------------------------------------------------------------------------
     def embed(self, X: torch.Tensor) -> torch.Tensor:
-        """Z₀ from the full matrices X (B, n+n', d+d'): D zeroed; distributed: [X¹ | … | X^M]."""
+        """Z₀ from the full matrices X (B, n+n', d+d'): D zeroed, in the regime's layout."""
         c = self.cfg
         Z = X.clone()
         Z[:, c.n:, c.d:] = 0
+        return self.layout(Z)
+
+    def layout(self, X: torch.Tensor) -> torch.Tensor:
+        """Full matrices in the regime's feature layout: as they are, or (distributed)
+        ``[X¹ | … | X^M]`` with ``X^μ = [[A^μ, C], [B^μ, D]]`` (C, D copied to every machine)."""
+        c = self.cfg
         if c.regime != "distributed":
-            return Z
+            return X
         dl = c.d // c.machines
         blocks = []
         for mu in range(c.machines):
-            blocks += [Z[..., mu * dl:(mu + 1) * dl], Z[..., c.d:]]
+            blocks += [X[..., mu * dl:(mu + 1) * dl], X[..., c.d:]]
         return torch.cat(blocks, dim=-1)
 
     def d_blocks(self, Z: torch.Tensor) -> torch.Tensor:
