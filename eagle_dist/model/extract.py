@@ -449,8 +449,10 @@ def _extract(checkpoint, prompts, seed, model, cfg) -> Extraction:
     if not (replay_mse < 2.0 * mse_tf + 1e-12 or replay_mse < 0.5 * zero):
         reasons.append(f"the extracted rule does not reproduce the model (test MSE {replay_mse:.3g}"
                        f" vs the transformer's {mse_tf:.3g})")
-    if any(x >= 0 for x in a12 + a13) and not reasons:
-        reasons.append("the per-layer products α₁α₂, α₁α₃ are not all negative (EAGLE's signs)")
+    # signs: α₁α₂ < 0 in layers 1 … L-1 (the last layer's A update is never read), α₁α₃ < 0
+    if any(x >= 0 for x in a12[:max(1, len(a12) - 1)] + a13) and not reasons:
+        reasons.append("the per-layer products α₁α₂ (layers 1 … L-1), α₁α₃ are not all negative "
+                       "(EAGLE's signs)")
     haar = haar_sketch_stats(c.d, c.r) if c.regime == "compute_limited" else {}
     return Extraction(regime=c.regime, checkpoint=checkpoint, prompts=prompts, mse=mse,
                       pruning=pruning, sparsify_mse=sparsify_mse, levels=levels,
