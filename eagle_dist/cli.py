@@ -413,6 +413,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     pd.set_defaults(fn=cmd_demo)
     from .bench.cli import add_bench_parser
     add_bench_parser(sub)
+    from .model.cli import add_model_parsers
+    add_model_parsers(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

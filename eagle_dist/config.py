@@ -184,7 +184,9 @@ def _read(path: str, _chain: tuple = ()) -> dict:
     except yaml.YAMLError as exc:
         raise ValueError(f"{path}: invalid YAML ({exc})") from exc
     if not isinstance(raw, dict):
-        raise ValueError(f"{path}: the top level must be a mapping with sections {list(_SECTIONS)}")
+        raise ValueError(f"{path}: the top level must be a mapping of sections (run configs: "
+                         f"{', '.join(_SECTIONS)}; training configs: model, data, optim, eval, "
+                         "run, parallel)")
     parent = raw.pop("inherit", None)
     if parent is not None:
         if not isinstance(parent, str) or not parent.strip():
@@ -280,13 +282,18 @@ _TYPE_WORDS = {"int": "an integer", "Optional[int]": "an integer or null",
                                               "column-index lists"}
 
 
-def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
-    unknown = set(raw) - set(_SECTIONS)
+def sections_from_dict(raw: dict, sections: Dict[str, type], source: str) -> Dict[str, Any]:
+    """``{section: dataclass instance}`` from a mapping of mappings: unknown sections and keys are
+    errors naming the allowed ones, values are coerced (:func:`_coerce`). Shared by the run
+    configs and the training configs (``eagle_dist.model.config``)."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{source}: the top level must be a mapping with sections {list(sections)}")
+    unknown = set(raw) - set(sections)
     if unknown:
         raise ValueError(f"{source}: unknown section(s) {sorted(map(str, unknown))}; allowed: "
-                         f"{list(_SECTIONS)}")
+                         f"{list(sections)}")
     parts = {}
-    for sec, cls in _SECTIONS.items():
+    for sec, cls in sections.items():
         body = raw.get(sec)
         body = {} if body is None else body
         if not isinstance(body, dict):
@@ -297,7 +304,11 @@ def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
             raise ValueError(f"{source}: unknown key(s) {sorted(map(str, bad))} in section "
                              f"{sec!r}; allowed: {sorted(allowed)}")
         parts[sec] = cls(**{k: _coerce(cls, k, v, sec) for k, v in body.items()})
-    cfg = RunConfig(**parts)
+    return parts
+
+
+def config_from_dict(raw: dict, source: str = "<dict>") -> RunConfig:
+    cfg = RunConfig(**sections_from_dict(raw, _SECTIONS, source))
     _validate(cfg, source)
     return cfg
 

@@ -198,6 +198,42 @@ def identity_c(problem) -> bool:
 LOG_EVERY_S = 30.0
 
 
+class Progress:
+    """Progress of long work, wherever a person waits: a throttled bar when stderr is a terminal
+    (redrawn at most every 0.5 s), otherwise a log line every ``LOG_EVERY_S`` seconds (5 s when
+    progress was asked for), never a flood of redraws into a file."""
+
+    def __init__(self, desc: str, total: Optional[int], unit: str = "it", show: bool = False):
+        import sys
+        self.desc, self.total = desc, total
+        self.t0 = self._last = time.perf_counter()
+        self._bar = None
+        if show and sys.stderr is not None and sys.stderr.isatty():
+            from tqdm.auto import tqdm
+            self._bar = tqdm(total=total, desc=desc, unit=unit, leave=False, mininterval=0.5,
+                             maxinterval=5.0)
+        self._every = 5.0 if show else LOG_EVERY_S
+        self._count = 0
+
+    def update(self, count: int, line: str = "", **postfix) -> None:
+        if self._bar is not None:
+            self._bar.update(count - self._count)
+            if postfix:
+                self._bar.set_postfix(refresh=False, **postfix)
+        else:
+            now = time.perf_counter()
+            if now - self._last >= self._every:
+                self._last = now
+                of = f"/{self.total}" if self.total else ""
+                log.info("%s: %d%s, %s, %.1f s", self.desc, count, of, line, now - self.t0)
+        self._count = count
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+
+
 class Monitor:
     """Records the history of an iterative solve and decides when it stops (rules above).
 
@@ -260,15 +296,7 @@ class Monitor:
         self.best_iteration = 0
         self._rising = 0
         self.desc = desc or "solve"
-        self._bar = None
-        self._last_log = self.t0
-        if opts.progress:
-            import sys
-            if sys.stderr is not None and sys.stderr.isatty():
-                from tqdm.auto import tqdm
-                self._bar = tqdm(total=opts.max_iter, desc=self.desc, unit="it", leave=False,
-                                 mininterval=0.5, maxinterval=5.0)
-        self._log_every = 5.0 if opts.progress else LOG_EVERY_S
+        self._progress = Progress(self.desc, opts.max_iter, "it", opts.progress)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -293,15 +321,8 @@ class Monitor:
         err = self.error_of(D_new) if want_err else float("nan")
         res, res_ok = self._system_residual(D_new)
         self.history.append(step, err, self.elapsed(), rho, res)
-        if self._bar is not None:
-            self._bar.update(1)
-            self._bar.set_postfix(step=f"{step:.2e}", err=f"{err:.2e}", refresh=False)
-        else:
-            now = time.perf_counter()
-            if now - self._last_log >= self._log_every:
-                self._last_log = now
-                log.info("%s: iteration %d, step %.2e, error %.2e, %.1f s", self.desc,
-                         self.iteration, step, err, now - self.t0)
+        self._progress.update(self.iteration, "step %.2e, error %.2e" % (step, err),
+                              step=f"{step:.2e}", err=f"{err:.2e}")
         status = self._decide(step, err, dn, C_norm, D_new, res_ok)
         if status is not None:
             self.close()
@@ -406,9 +427,7 @@ class Monitor:
         return D
 
     def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-            self._bar = None
+        self._progress.close()
 
 
 #: below this many entries of A (about 500 x 500) a solve runs on one thread: measured on this

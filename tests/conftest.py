@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# one intra-op thread: the test problems are small, and on a busy 2-core machine a second
+# thread spin-waits against other work (measured: 2-10x slower with two)
+torch.set_num_threads(1)
 
 
 @pytest.fixture

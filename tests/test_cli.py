@@ -61,6 +61,7 @@ def test_solve_synthetic_end_to_end(tmp_path):
     assert e["error"] == pytest.approx(mine.error, rel=0.5, abs=1e-14)
 
 
+@pytest.mark.slow          # 20-40 s (rank-revealing step of a 1007 x 1007 matrix in a subprocess)
 def test_solve_shipped_mtx(tmp_path):
     out = tmp_path / "dwt"
     r = run_cli("solve", "--mtx", "HB/dwt_1007", "--methods", "eagle", "--out", str(out))

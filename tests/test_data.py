@@ -176,6 +176,7 @@ def test_dwt_1007_d_true_is_the_reference(dwt):
     assert np.linalg.norm(dwt.D_true - ref) <= 1e-8 * max(np.linalg.norm(ref), scale)
 
 
+@pytest.mark.slow          # 15-20 s: loads two shipped matrices through the protocol again
 def test_zero_hidden_block_is_flagged(caplog):
     # D̂ = 0 makes the completion a weak test; the loader says so and names the alternative
     with caplog.at_level("WARNING", logger="eagle_dist"):

@@ -179,7 +179,7 @@ def _no_leftover_workers(within: float = 15.0) -> bool:
 
 
 @pytest.mark.parametrize("backend", ["torch", "ray"])
-@pytest.mark.parametrize("mode", ["exit", "hang"])
+@pytest.mark.parametrize("mode", ["exit", pytest.param("hang", marks=pytest.mark.slow)])
 def test_dead_or_hung_worker_fails_fast(backend, mode):
     prob, shards = alpha_problem(20, 20, 2, alpha=1.0, seed=0)
     timeout = 3.0

@@ -216,7 +216,7 @@ def test_pyproject_ships_the_configs_folder():
     tool = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]
     assert "eagle_dist.configs" in tool["packages"]
     assert tool["package-dir"]["eagle_dist.configs"] == "configs"
-    assert tool["package-data"]["eagle_dist.configs"] == ["*.yaml"]
+    assert tool["package-data"]["eagle_dist.configs"] == ["*.yaml", "train/*.yaml"]
     assert list((root / "configs").glob("*.yaml"))
 
 

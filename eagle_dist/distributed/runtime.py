@@ -83,34 +83,8 @@ def worker_main(A: np.ndarray, B: np.ndarray, C: np.ndarray, reference: Optional
     ``FileStore`` (local runs: no TCP port), otherwise through torchrun's ``env://`` variables.
     """
     import torch.distributed as dist
-    rank = int(os.environ["RANK"])
-    world = int(os.environ["WORLD_SIZE"])
-    local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
-    use_cuda = torch.cuda.is_available() and device != "cpu"
-    if use_cuda:
-        torch.cuda.set_device(local_rank % torch.cuda.device_count())
-        dev = torch.device("cuda", torch.cuda.current_device())
-    else:
-        dev = torch.device("cpu")
-        if "OMP_NUM_THREADS" not in os.environ:
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-    backend = "nccl" if use_cuda else "gloo"
-    if cfg.workers != world:
-        raise ValueError(f"config says workers={cfg.workers} but WORLD_SIZE={world}; launch "
-                         f"{cfg.workers} processes (torchrun --nproc_per_node={cfg.workers})")
+    rank, world, dev, backend = init_group(device, timeout, cfg.workers, on_round)
     store_file = os.environ.get("EAGLE_DIST_STORE_FILE")
-    if store_file:
-        store = dist.FileStore(store_file, world)
-        _start_barrier(store, rank, world,
-                       float(os.environ.get("EAGLE_DIST_STARTUP_TIMEOUT", STARTUP_TIMEOUT_S)))
-        store.set_timeout(timedelta(seconds=timeout))
-        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world,
-                                timeout=timedelta(seconds=timeout))
-    else:
-        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout))
-    if on_round is not None:
-        on_round(0)                                   # the group is formed: start-up is over
     try:
         tdt = resolve_dtype(dtype, np.float64)
 
@@ -132,6 +106,58 @@ def worker_main(A: np.ndarray, B: np.ndarray, C: np.ndarray, reference: Optional
         return res
     finally:
         dist.destroy_process_group()
+
+
+def init_group(device: str, timeout: float, expected_world: Optional[int] = None,
+               on_round: Optional[Callable[[int], None]] = None):
+    """Join the process group of this rank (every launcher: torchrun, the spawned-process
+    backend, Ray actors) and return ``(rank, world, device, backend)``: NCCL on a CUDA device
+    (one GPU per local rank), gloo on CPU with the cores shared among the local ranks. With
+    ``EAGLE_DIST_STORE_FILE`` set the group meets through that ``FileStore`` after a start-up
+    barrier bound by ``EAGLE_DIST_STARTUP_TIMEOUT`` (local runs: no TCP port), otherwise through
+    torchrun's ``env://`` variables. ``on_round(0)`` marks the end of start-up."""
+    import torch.distributed as dist
+    rank = int(os.environ["RANK"])
+    world = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
+    use_cuda = torch.cuda.is_available() and device != "cpu"
+    if use_cuda:
+        torch.cuda.set_device(local_rank % torch.cuda.device_count())
+        dev = torch.device("cuda", torch.cuda.current_device())
+    else:
+        dev = torch.device("cpu")
+        if "OMP_NUM_THREADS" not in os.environ:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
+    backend = "nccl" if use_cuda else "gloo"
+    if expected_world is not None and expected_world != world:
+        raise ValueError(f"config says workers={expected_world} but WORLD_SIZE={world}; launch "
+                         f"{expected_world} processes (torchrun --nproc_per_node={expected_world})")
+    store_file = os.environ.get("EAGLE_DIST_STORE_FILE")
+    if store_file:
+        store = dist.FileStore(store_file, world)
+        _start_barrier(store, rank, world,
+                       float(os.environ.get("EAGLE_DIST_STARTUP_TIMEOUT", STARTUP_TIMEOUT_S)))
+        store.set_timeout(timedelta(seconds=timeout))
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=world,
+                                timeout=timedelta(seconds=timeout))
+    else:
+        dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout))
+    if on_round is not None:
+        on_round(0)                                   # the group is formed: start-up is over
+    return rank, world, dev, backend
+
+
+def call_entry(kwargs: dict, on_round: Optional[Callable[[int], None]] = None):
+    """Run a rank's work: ``kwargs["entry"]`` (``"module:function"``, imported here, so this
+    package never imports its callers, e.g. ``eagle_dist.model``) or :func:`worker_main`."""
+    kwargs = dict(kwargs)
+    entry = kwargs.pop("entry", None)
+    if entry is None:
+        return worker_main(**kwargs, on_round=on_round)
+    import importlib
+    mod, _, fn = entry.partition(":")
+    return getattr(importlib.import_module(mod), fn)(**kwargs, on_round=on_round)
 
 
 #: seconds a rank may stay silent beyond ``timeout`` before the driver declares it lost
@@ -219,7 +245,7 @@ def spawned_worker(path: str) -> None:
     os.remove(path)                                   # nothing pickled lingers after start-up
     beat = _Heartbeat(path + ".hb")
     try:
-        result = ("ok", worker_main(**kwargs, on_round=beat))
+        result = ("ok", call_entry(kwargs, on_round=beat))
     except BaseException as exc:  # noqa: BLE001 - reported to the driver, then re-raised
         tb = traceback.extract_tb(exc.__traceback__)
         where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
@@ -515,7 +541,7 @@ def _ray_actor_class():
         def run(self, env: Dict[str, str], kwargs: dict):
             os.environ.update(env)
             self._on_round(-1)                  # start-up; worker_main reports 0 once grouped
-            return worker_main(**kwargs, on_round=self._on_round)
+            return call_entry(kwargs, on_round=self._on_round)
 
     return ShardActor
 
@@ -676,6 +702,21 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
         _die_of(terminated, "ray")
 
 
+def run_ranks(payloads: List[dict], backend: str = "torch", *, timeout: float = 60.0,
+              startup_timeout: float = STARTUP_TIMEOUT_S,
+              address: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Start one rank per payload on the ``torch`` (local processes) or ``ray`` (actors)
+    backend, each running :func:`call_entry` (``payload["entry"]``; default the solver's
+    :func:`worker_main`), with the same start-up deadline, liveness checks, failure reports and
+    clean-up as a distributed solve. Returns the ranks' results in rank order."""
+    world = len(payloads)
+    if backend == "torch":
+        return _run_torch(payloads, world, timeout, startup_timeout)
+    if backend == "ray":
+        return _run_ray(payloads, world, timeout, address, startup_timeout)
+    raise ValueError(f"backend={backend!r}; use 'torch' (local processes) or 'ray' (actors)")
+
+
 def shutdown_ray() -> None:
     """Stop the local Ray instance this module started (no-op when connected to a cluster)."""
     global _RAY_STARTED_HERE
@@ -751,8 +792,14 @@ def prepare(problem, opts: SolverOptions, *, method: str = "eagle", workers: int
     if not real(gamma) or not (0.0 < gamma < 2.0):
         raise ValueError(f"gamma={gamma!r} must lie in (0, 2); use 1")
     eta, gamma = float(eta), float(gamma)
-    if normalization not in ("local", "global"):
-        raise ValueError(f"normalization={normalization!r}; use 'local' or 'global'")
+    custom = kernel is not None and not isinstance(kernel, EagleKernel)
+    if normalization not in ("local", "global") and not (custom and normalization == "none"):
+        raise ValueError(f"normalization={normalization!r}; use 'local' or 'global' ('none' only "
+                         "with a custom kernel that works on the data's own scale)")
+    if custom and getattr(kernel, "fixed_shape", False) and verify:
+        raise ValueError(f"{type(kernel).__name__} works on blocks of a fixed shape and cannot "
+                         "carry the probe column of verify=True; pass verify=False (its result is "
+                         "then reported as unverified)")
     if not real(timeout) or not (timeout > 0):
         raise ValueError(f"timeout={timeout!r} must be a positive, finite number of seconds "
                          "(how long a collective may wait for a silent worker)")
@@ -760,7 +807,6 @@ def prepare(problem, opts: SolverOptions, *, method: str = "eagle", workers: int
         raise ValueError(f"verify={verify!r} must be True or False")
     if rcond is not None and not (real(rcond) and 0.0 < rcond < 1.0):
         raise ValueError(f"rcond={rcond!r} must lie in (0, 1) (default sqrt(eps))")
-    custom = kernel is not None and not isinstance(kernel, EagleKernel)
     if custom and mode == "auto":
         mode = "paper"                     # a learned/custom layer is the paper's local kernel
     mode = choose_mode(mode, problem.n, problem.n_query, problem.d_query, method)
@@ -775,6 +821,8 @@ def prepare(problem, opts: SolverOptions, *, method: str = "eagle", workers: int
     dtype = "float32" if resolve_dtype(opts.dtype, problem.dtype) == torch.float32 else "float64"
     want_ref = opts.record_error or opts.target_error is not None
     s_a, s_b, s_c = pow2_of(problem.A), pow2_of(problem.B), pow2_of(problem.C)
+    if custom and getattr(kernel, "scale_invariant", True) is False:
+        s_a = s_b = s_c = 1.0              # a trained model sees the data as it is
     unscale = s_b * s_c / s_a
     cfg = RoundConfig(workers=workers, normalization=normalization, accelerate=accelerate,
                       opts=opts, fault=fault, mode=mode, verify=bool(verify), unscale=unscale,

@@ -119,7 +119,8 @@ class RoundConfig:
     """Everything a worker needs besides its data (identical on every rank)."""
 
     workers: int
-    normalization: str = "local"           # "local": ρ_μ from ‖A^μ‖; "global": one max-norm
+    normalization: str = "local"           # "local": ρ_μ from ‖A^μ‖; "global": one max-norm;
+    #                                        "none": custom kernels on the data's own scale
     accelerate: bool = False
     accel_tol: float = 1e-10
     opts: SolverOptions = field(default_factory=SolverOptions)
@@ -134,6 +135,9 @@ class ShardWorker:
     """One column shard ``(A^μ, B^μ)`` and its local kernel state."""
 
     def __init__(self, A: torch.Tensor, B: torch.Tensor, kernel: Kernel, rank: int):
+        bind = getattr(kernel, "bind", None)
+        if callable(bind):                 # a stateful kernel (e.g. a trained layer stack):
+            kernel = bind(rank)            # one instance per worker, told which machine it is
         self.A, self.B, self.kernel, self.rank = A, B, kernel, rank
         self.update_ab = True
         self.frozen_at: Optional[int] = None
@@ -368,16 +372,18 @@ def _record(mon: Monitor, D: torch.Tensor, D_old: torch.Tensor, C: torch.Tensor,
 def _paper_rounds(local, C, D, comm, cfg, mon, state, voting, is_main, setup_bytes, dq):
     M, opts = cfg.workers, cfg.opts
     # Normalisation: local (each worker ‖A^μ‖₂ = 1) or global (one max-norm all-reduce).
-    norms = torch.tensor([w.norm_sq() for w in local], dtype=torch.float64)
+    norms = torch.tensor([w.norm_sq() if cfg.normalization != "none" else 1.0 for w in local],
+                         dtype=torch.float64)
     if cfg.normalization == "global":
         mx = torch.tensor([float(norms.max())], dtype=C.dtype, device=C.device)
         mx = comm(mx, "max")
         setup_bytes += mx.numel() * mx.element_size()
         for w in local:
             w.scale(1.0 / float(mx[0]) ** 0.5)
-    else:
+    elif cfg.normalization == "local":
         for w, s2 in zip(local, norms.tolist()):
             w.scale(1.0 / s2 ** 0.5)
+    # "none": a kernel that works on the data's own scale (a trained transformer layer)
     if state["is_gd"]:                                       # GD's residual denominator
         g = torch.tensor([sum(_norm64(w.A.T @ C) ** 2 for w in local)], dtype=C.dtype,
                          device=C.device)

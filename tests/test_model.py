@@ -1,0 +1,341 @@
+"""The transformer side: data, model, regimes, training (resume, data/machine parallel),
+extraction (planted and random models) and the learned distributed kernel."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from eagle_dist.data import paper_training
+from eagle_dist.model.config import (load_train_config, parse_overrides,
+                                     train_config_from_dict)
+from eagle_dist.model.data import sample_batch, step_batch, step_seed, fixed_test_set
+from eagle_dist.model.extract import extract, planted_model, write_report
+from eagle_dist.model.train import load_checkpoint, save_checkpoint, train, train_loop
+from eagle_dist.model.transformer import LinearTransformer
+
+REGIMES = ("unconstrained", "compute_limited", "distributed")
+
+
+def cfg_of(*over):
+    return load_train_config(None, list(over))
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+def test_batched_sampler_matches_the_numpy_generator_moments():
+    """The torch sampler and data.paper_training draw from the same distribution: compare
+    E[D²] (zero-predictor MSE) and the median ‖A‖₂ over 4,000 prompts each (PAPER-NOTES §2.1:
+    0.097 and 4.2)."""
+    c = cfg_of()
+    b = sample_batch(4000, c.model, c.data, seed=1, dtype=torch.float64)
+    d2_t = float(b.target.pow(2).mean())
+    nA_t = float(torch.linalg.matrix_norm(b.X[:, :18, :18], 2).median())
+    probs = [paper_training(seed=s) for s in range(4000)]
+    d2_n = float(np.mean([p.D_true ** 2 for p in probs]))
+    nA_n = float(np.median([np.linalg.norm(p.A, 2) for p in probs]))
+    assert abs(d2_t - d2_n) < 0.1 * d2_n and abs(nA_t - nA_n) < 0.05 * nA_n
+    assert 0.085 < d2_t < 0.11 and 3.9 < nA_t < 4.5
+
+
+def test_noiseless_target_is_the_nystrom_estimate():
+    c = cfg_of()
+    b = sample_batch(50, c.model, c.data, seed=2, dtype=torch.float64)
+    A, B, C, D = b.blocks(18, 18)
+    ny = B @ torch.linalg.pinv(A, rtol=1e-10) @ C
+    assert float((ny - D).abs().max()) < 1e-8            # rank 10 < 18: D = B A⁺ C exactly
+
+
+def test_batches_depend_on_seed_and_step_only():
+    c = cfg_of()
+    a = step_batch(7, c.model, c.data, seed=3, size=16)
+    b = step_batch(7, c.model, c.data, seed=3, size=16)
+    assert torch.equal(a.X, b.X)
+    assert not torch.equal(a.X, step_batch(8, c.model, c.data, seed=3, size=16).X)
+    assert step_seed(0, 1) != step_seed(1, 0)
+
+
+# ---------------------------------------------------------------------------------------------
+# config
+
+
+@pytest.mark.parametrize("over,msg", [
+    (["optim.lr=-1e-3"], "optim.lr=-0.001 must be a positive"),
+    (["model.regime=compute_limited", "model.r=18"], "model.r=18 must satisfy"),
+    (["model.regime=distributed", "model.machines=4"], "model.machines=4 must divide model.d = 18"),
+    (["model.regime=sparse"], "model.regime='sparse' is unknown"),
+    (["optim.steps=0"], "optim.steps=0 must be a positive integer"),
+    (["parallel.mode=machine"], "parallel.mode='machine' is for model.regime=distributed"),
+    (["model.regime=distributed", "parallel.mode=machine", "parallel.workers=2"],
+     "parallel.workers=2 must equal model.machines = 3"),
+    (["parallel.mode=data", "parallel.workers=3"], "optim.batch=1024 must be divisible"),
+    (["data.target=Dhat"], "data.target='Dhat'"),
+    (["model.readout=abs"], "model.readout='abs'"),
+    (["optim.batch=2.5"], "optim.batch=2.5 must be an integer"),
+])
+def test_bad_training_configs_are_refused(over, msg):
+    with pytest.raises(ValueError, match=msg):
+        cfg_of(*over)
+
+
+def test_unknown_keys_and_overrides():
+    with pytest.raises(ValueError, match="unknown key.*'lr_decay'"):
+        train_config_from_dict({"optim": {"lr_decay": 0.1}})
+    with pytest.raises(ValueError, match="unknown section"):
+        train_config_from_dict({"solver": {}})
+    with pytest.raises(ValueError, match="must look like section.key=value"):
+        parse_overrides(["steps500"])
+    with pytest.raises(ValueError, match="the key must be section.key"):
+        parse_overrides(["steps=500"])
+    assert parse_overrides(["optim.lr=0.002", "model.layers=2"]) == \
+        {"optim": {"lr": 0.002}, "model": {"layers": 2}}
+    c = cfg_of("optim.lr=1e-3", "model.layers=2")       # YAML 1.1 reads 1e-3 as a string
+    assert c.optim.lr == 1e-3 and c.model.layers == 2
+
+
+def test_shipped_training_configs_are_the_papers_recipe():
+    for name in REGIMES:
+        c = load_train_config(name)
+        assert c.model.regime == name and c.model.layers == 4 and c.optim.steps == 20_000
+        assert (c.optim.lr, c.optim.batch, c.optim.clip) == (1e-3, 1024, 0.1)
+        assert (c.model.n, c.model.d, c.model.n_query, c.model.d_query, c.data.rank) == \
+            (18, 18, 2, 2, 10)
+    assert load_train_config("compute_limited").model.r == 5
+    assert load_train_config("distributed").model.machines == 3
+
+
+# ---------------------------------------------------------------------------------------------
+# the model
+
+
+@pytest.mark.parametrize("regime", REGIMES + ("unconstrained_8",))
+def test_fast_paths_compute_the_same_function(regime):
+    """The fused layer (all heads through their products) and the per-head factor path agree,
+    and the machine-parallel forward equals the whole model."""
+    over = ["model.init_std=0.15"] + (["model.heads=8"] if regime == "unconstrained_8" else
+                                      [f"model.regime={regime}"])
+    c = cfg_of(*over)
+    m = LinearTransformer(c.model, seed=1).double()
+    X = step_batch(0, c.model, c.data, seed=0, size=6, dtype=torch.float64).X
+    full = m(X)
+    heads = [list(range(len(layer.heads))) for layer in m.layers]
+    loop = m(X, heads=heads)
+    assert torch.allclose(full, loop, rtol=1e-12, atol=1e-12 * float(full.abs().max()))
+    factor = m.embed(X)
+    for layer in m.layers:                               # the factor form, head by head
+        factor = factor + sum(h.attend(factor, 18) @ h.wp.T for h in layer.heads)
+    assert torch.allclose(m.readout(factor), full, rtol=1e-10, atol=1e-10 * float(full.abs().max()))
+    if regime == "distributed":
+        M = c.model.machines
+        preds = []
+        for mu in range(M):                              # all-reduce = the sum over machines
+            preds.append(_machine_emulation(m, X, mu))
+        assert torch.allclose(sum(preds) / M, full, rtol=1e-10, atol=1e-10 * float(full.abs().max()))
+
+
+def _machine_emulation(m, X, mu):
+    """machine_forward with an all-reduce emulated by running every machine's head."""
+    M = m.cfg.machines
+
+    class Sum:
+        def __init__(self):
+            self.Z = [m.embed(X)[..., k * 8:(k + 1) * 8] for k in range(M)]
+            self.l = 0
+
+        def __call__(self, local):
+            layer = m.layers[self.l]
+            tot = sum(layer.heads[k].attend(self.Z[k], 18, local=True) @ layer.heads[k].wp.T
+                      for k in range(M))
+            self.Z = [self.Z[k] + tot[..., k * 8:(k + 1) * 8] for k in range(M)]
+            self.l += 1
+            return tot
+    return m.machine_forward(X, mu, Sum())
+
+
+def test_one_planted_layer_is_the_eagle_update():
+    """With W_QK = diag(I, 0), W_VP = diag(a I, b I) one layer is ΔA = a·AAᵀA, ΔB = a·BAᵀA,
+    ΔC = b·AAᵀC, ΔD = b·BAᵀC (PAPER-NOTES §2.2), checked against plain matrix algebra."""
+    c = cfg_of("model.layers=1")
+    m = planted_model(c, [-0.02], [-0.05])
+    X = step_batch(0, c.model, c.data, seed=5, size=3, dtype=torch.float64).X
+    Z1 = m.trajectory(X)[1]
+    A, B, C = X[:, :18, :18], X[:, 18:, :18], X[:, :18, 18:]
+    K = A.transpose(1, 2) @ A
+    At_C = A.transpose(1, 2) @ C
+    assert torch.allclose(Z1[:, :18, :18], A - 0.02 * A @ K, atol=1e-12)
+    assert torch.allclose(Z1[:, 18:, :18], B - 0.02 * B @ K, atol=1e-12)
+    assert torch.allclose(Z1[:, :18, 18:], C - 0.05 * A @ At_C, atol=1e-12)
+    assert torch.allclose(Z1[:, 18:, 18:], -0.05 * B @ At_C, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# training
+
+
+@pytest.mark.parametrize("regime,factor", [("unconstrained", 5.0), ("distributed", 5.0),
+                                           ("compute_limited", 2.5)])
+def test_short_training_beats_the_zero_predictor(regime, factor):
+    """300 steps of batch 256 (≈10 s on one core): 9.6x (unconstrained) and 5.7x (distributed)
+    below the zero predictor, measured. The compute-limited model learns more slowly (3.0x here,
+    3.6x after 1,235 steps of the full recipe), so its bar is lower: 5x in a CI-sized run was
+    not reached for it on this machine."""
+    c = cfg_of(f"model.regime={regime}", "model.init_std=0.1", "eval.test_size=2000",
+               "eval.every=100000", "run.threads=1", "optim.batch=256", "optim.lr=3e-3",
+               "optim.steps=300")
+    res = train_loop(c, write=False)
+    assert res.test["finite"] and res.test["zero"] / res.test["mse"] >= factor, res.test
+
+
+def test_resume_reproduces_the_uninterrupted_run(tmp_path):
+    over = ["optim.batch=64", "optim.steps=12", "run.checkpoint_every=6", "eval.every=6",
+            "eval.test_size=64", "model.init_std=0.1", "optim.lr=5e-3", "run.threads=1",
+            "run.log_every=1"]
+    full = cfg_of(*over, f"run.dir={tmp_path / 'full'}")
+    r_full = train_loop(full)
+    part = cfg_of(*over, f"run.dir={tmp_path / 'part'}")
+    train_loop(part, stop_at=6)                          # interrupted after step 6
+    r_res = train_loop(part, resume=True)
+    assert r_res.losses == r_full.losses                 # bit for bit
+    m1, _, _ = load_checkpoint(str(tmp_path / "full" / "final.pt"))
+    m2, _, _ = load_checkpoint(str(tmp_path / "part" / "final.pt"))
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        assert torch.equal(a, b)
+    def rows(run):                                       # every column but the wall-clock
+        return [r.rsplit(",", 1)[0] for r in (tmp_path / run / "metrics.csv").read_text().splitlines()]
+    assert rows("part") == rows("full")
+    with pytest.raises(ValueError, match="different model/data/seed"):
+        train_loop(cfg_of(*over, "optim.seed=9", f"run.dir={tmp_path / 'part'}"), resume=True)
+
+
+@pytest.mark.parametrize("regime,mode", [("unconstrained", "data"), ("distributed", "machine")])
+def test_parallel_training_matches_single_process(tmp_path, regime, mode):
+    """2 gloo processes: DDP (batch slices) and machine-parallel (one process per machine
+    block, differentiable all-reduce) give the single-process losses and weights to rounding."""
+    over = ["optim.steps=5", "optim.batch=32", "eval.test_size=32", "eval.every=5",
+            "run.dtype=float64", "run.threads=1", "model.init_std=0.2", "optim.lr=1e-2",
+            f"model.regime={regime}", "model.machines=2"]
+    single = train(cfg_of(*over, f"run.dir={tmp_path / 's'}"))
+    par = train(cfg_of(*over, f"run.dir={tmp_path / 'p'}", f"parallel.mode={mode}",
+                       "parallel.workers=2"))
+    assert par.world == 2 and par.mode == mode
+    np.testing.assert_allclose(par.losses, single.losses, rtol=1e-10)
+    assert single.losses[0] != single.losses[-1]          # it trained
+    m1, _, _ = load_checkpoint(str(tmp_path / "s" / "final.pt"))
+    m2, _, _ = load_checkpoint(str(tmp_path / "p" / "final.pt"))
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        assert torch.allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_blow_ups_are_counted_not_hidden():
+    c = cfg_of("optim.batch=64", "optim.steps=40", "optim.lr=0.5", "optim.clip=0",
+               "model.init_std=0.3", "eval.test_size=64", "eval.every=100000", "run.threads=1")
+    try:
+        res = train_loop(c, write=False)
+    except FloatingPointError as exc:                    # diverged for good: said so
+        assert "non-finite" in str(exc)
+        return
+    assert res.spikes + res.skipped > 0 or not res.test["finite"]
+
+
+# ---------------------------------------------------------------------------------------------
+# extraction
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_extraction_recovers_a_planted_eagle_exactly(regime, tmp_path):
+    c = cfg_of(f"model.regime={regime}")
+    scale = [7.5, 5.0, 3.0, 2.0]
+    a12 = [-1.0 / s ** 2 for s in scale]
+    a13 = [-1.9 / s ** 2 for s in scale]
+    m = planted_model(c, a12, a13)
+    ex = extract("<planted>", prompts=60, model=m, cfg=c)
+    assert ex.has_structure, ex.reasons
+    M = c.model.machines if regime == "distributed" else 1
+    for s, x12, x13 in zip(ex.structures, a12, a13):
+        for a1, a2, a3 in zip(s.alpha1, s.alpha2, s.alpha3):
+            assert abs(a1 * a2 - x12) < 1e-12 and abs(a1 * a3 * M - x13) < 1e-12
+    assert max(ex.table1) <= 1e-10 and abs(ex.replay_mse - ex.mse["transformer"]) < 1e-12
+    assert abs(ex.ratio - 1.9) < 1e-6
+    if regime == "compute_limited":
+        assert all(s.rank_qk == c.model.r and s.sketch_gap < 1e-8 for s in ex.structures)
+    if regime == "distributed":
+        assert all(s.cross_a_share < 1e-20 and abs(s.cross_c_share - 1) < 1e-9
+                   for s in ex.structures)
+    path = write_report(ex, m, str(tmp_path))
+    text = open(path).read()
+    assert "EAGLE structure found" in text and os.path.exists(tmp_path / "weights_layer1.png")
+
+
+@pytest.mark.parametrize("regime", REGIMES)
+def test_extraction_says_no_structure_on_random_weights(regime, tmp_path):
+    c = cfg_of(f"model.regime={regime}", "model.init_std=0.1")
+    m = LinearTransformer(c.model, seed=4)
+    ex = extract("<random>", prompts=60, model=m, cfg=c)
+    assert not ex.has_structure and ex.reasons
+    text = open(write_report(ex, m.double(), str(tmp_path))).read()
+    assert "no EAGLE structure" in text
+
+
+def test_reference_rules_match_the_calibration():
+    """PAPER-NOTES §2.8 (numpy, 1024 prompts): EAGLE theory ≈ 6.8e-3, trained constants
+    ≈ 6.4e-3, GD-like 0.017-0.026 — re-measured here with an independent torch batch."""
+    from eagle_dist.model.extract import reference_iterations
+    c = cfg_of()
+    t = fixed_test_set(c.model, c.data, 1024, 11, dtype=torch.float64)
+    r = reference_iterations(t.X, t.target, LinearTransformer(c.model))
+    vals = list(r.values())
+    assert 4e-3 < vals[0] < 1e-2 and 3e-3 < vals[1] < 1e-2 and 0.015 < vals[2] < 0.035
+
+
+# ---------------------------------------------------------------------------------------------
+# the learned kernel in the distributed runtime
+
+
+def _two_machine_checkpoint(path):
+    c = cfg_of("model.regime=distributed", "model.machines=2", "model.init_std=0.1")
+    m = LinearTransformer(c.model, seed=2)
+    save_checkpoint(path, m, None, 0, c)
+    return m, c
+
+
+def test_learned_kernel_replays_the_transformer(tmp_path):
+    from eagle_dist.control import SolverOptions
+    from eagle_dist.distributed.runtime import solve_distributed
+    from eagle_dist.model.data import as_numpy_problem
+    from eagle_dist.model.kernel import LearnedKernel
+    c = cfg_of("model.regime=distributed")
+    m = planted_model(c, [-0.02, -0.04, -0.1, -0.25], [-0.04, -0.08, -0.2, -0.45]).double()
+    t = fixed_test_set(c.model, c.data, 2, 3, dtype=torch.float64)
+    prob = as_numpy_problem(t, 0, c.model)
+    opts = SolverOptions(max_iter=4, tol=1e-300, record_error=False)
+    res = solve_distributed(prob, opts, workers=3, shards=[list(range(6 * k, 6 * k + 6))
+                                                           for k in range(3)],
+                            kernel=LearnedKernel.from_model(m, c), verify=False,
+                            normalization="none")
+    with torch.no_grad():
+        want = m(t.X[:1])[0].numpy()
+    assert np.abs(res.D - want).max() <= 1e-12 * np.abs(want).max()
+    assert res.status.value != "converged" and res.bytes_per_worker_per_round == 20 * 2 * 8
+    with pytest.raises(ValueError, match="verify=False"):
+        solve_distributed(prob, opts, workers=3, kernel=LearnedKernel.from_model(m, c))
+
+
+def test_learned_kernel_same_on_inprocess_and_ray(tmp_path):
+    from eagle_dist.control import SolverOptions
+    from eagle_dist.distributed.runtime import solve_distributed
+    from eagle_dist.model.data import as_numpy_problem
+    from eagle_dist.model.kernel import LearnedKernel
+    m, c = _two_machine_checkpoint(str(tmp_path / "m.pt"))
+    kern = LearnedKernel.from_checkpoint(str(tmp_path / "m.pt"))
+    t = fixed_test_set(c.model, c.data, 1, 5, dtype=torch.float64)
+    prob = as_numpy_problem(t, 0, c.model)
+    opts = SolverOptions(max_iter=4, tol=1e-300, record_error=False)
+    kw = dict(workers=2, kernel=kern, verify=False, normalization="none")
+    a = solve_distributed(prob, opts, backend="inprocess", **kw)
+    b = solve_distributed(prob, opts, backend="ray", **kw)
+    np.testing.assert_array_equal(a.D, b.D)
+    assert a.iterations == b.iterations == 4
