@@ -14,7 +14,7 @@ from .data.from_config import problem_from_config  # noqa: F401 - part of the AP
 
 
 BACKENDS = ("inprocess", "torch", "ray")
-DISTRIBUTED_METHODS = ("eagle", "gd")
+DISTRIBUTED_METHODS = ("eagle", "gd", "cg")
 
 
 class ConvergenceWarning(RuntimeWarning):
@@ -30,7 +30,8 @@ class SolveError(RuntimeError):
 
 
 def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_iter: int = 1000,
-          target_error: Optional[float] = None, time_budget: Optional[float] = None,
+          target_error: Optional[float] = None, target_residual: Optional[float] = None,
+          time_budget: Optional[float] = None,
           callback: Optional[Callable[[int, dict], bool]] = None, device: Optional[str] = None,
           dtype: Optional[str] = None, seed: int = 0, progress: bool = False,
           record_error: bool = True, patience: int = 2,
@@ -64,7 +65,10 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
     rcond is resolved; CG/GD/LSMR/LSQR check the true residual with LSQR's tests.
 
     Stopping (all methods): relative D-step ``≤ tol`` (``patience`` times in a row),
-    ``target_error`` on the true relative error, ``max_iter``, ``time_budget`` seconds, or
+    ``target_error`` on the true relative error, ``target_residual`` on the true relative residual
+    ``‖W A − B‖_F / ‖B‖_F`` of the linear system (centralized/sketched; EAGLE, GD and SGD need
+    ``C = I`` so that ``D = W``; CG/LSMR/LSQR work for any C; direct methods ignore it),
+    ``max_iter``, ``time_budget`` seconds, or
     ``callback(iteration, info)`` returning True. See :class:`eagle_dist.result.Status`.
 
     ``timeout`` (distributed): seconds a collective may wait and a rank may stay silent before
@@ -98,16 +102,20 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
     if isinstance(workers, (bool, np.bool_)) or not isinstance(workers, (int, np.integer)) or workers < 1:
         raise ValueError(f"workers={workers!r} must be a positive integer")
     opts = SolverOptions(tol=tol, max_iter=max_iter, target_error=target_error,
-                         time_budget=time_budget, callback=callback, device=device, dtype=dtype,
+                         target_residual=target_residual, time_budget=time_budget, callback=callback, device=device, dtype=dtype,
                          seed=seed, progress=progress, record_error=record_error,
                          patience=patience).validate()
     distributed = workers > 1 or backend != "inprocess" or kernel is not None
     if distributed:
         if method not in DISTRIBUTED_METHODS:
-            raise ValueError(f"method={method!r} has no distributed form; use 'eagle' or 'gd' with "
-                             "workers > 1 (CG and Krylov methods need all data on one machine)")
+            raise ValueError(f"method={method!r} has no distributed form; use 'eagle', 'gd' or 'cg' "
+                             "with workers > 1 (LSMR/LSQR and direct methods need all data on one "
+                             "machine)")
         if sketch_size is not None:
             raise ValueError("sketch_size and workers > 1 cannot be combined; pick one regime")
+        if target_residual is not None:
+            raise ValueError("target_residual is not supported by distributed solves; use tol or "
+                             "target_error")
         from .distributed import solve_distributed
         result = solve_distributed(
             problem, opts, method=method, workers=int(workers), backend=backend, shards=shards,

@@ -225,6 +225,9 @@ def cmd_solve(args) -> int:
                 kw.update(workers=args.workers, backend=args.backend, shards=shards,
                           normalization=args.normalization, timeout=args.timeout,
                           address=args.address, mode=args.mode, verify=not args.no_verify)
+            elif m == "cg":           # distributed CG on the normal equations (no mode/kernel)
+                kw.update(workers=args.workers, backend=args.backend, shards=shards,
+                          timeout=args.timeout, address=args.address)
         res = solve(problem, m, **kw)
         results.append(res)
         log.info("%s: %s after %d iterations, error %.3g, %.3f s", m, res.status.value,

@@ -10,6 +10,11 @@ One stopping vocabulary for every method:
   consecutive iterations with non-increasing steps (``CONVERGED``);
 * ``target_error``: stop when ``‖D_ℓ − D̂‖_F ≤ target_error · ‖D̂‖_F`` (needs a reference; the
   benchmarks use it to count iterations to a fixed accuracy) (``CONVERGED``);
+* ``target_residual``: stop when the relative residual of the linear system ``W A = B``,
+  ``‖W_ℓ A − B‖_F ≤ target_residual · ‖B‖_F``, holds on the TRUE residual (:func:`relative_residual`;
+  the paper's real-data rule ``‖wA − B‖² ≤ τ‖B‖²`` is ``target_residual = √τ``). A method may
+  give the monitor a cheap estimate (CG's recurrence); the true residual is computed whenever the
+  estimate passes, and only the true one may stop the solve (``CONVERGED``);
 * ``max_iter`` (``MAX_ITERATIONS``), ``time_budget`` seconds (``TIME_BUDGET``);
 * a non-finite iterate stops with ``NON_FINITE``; ``‖C_ℓ‖`` growing by 1e6 stops with ``DIVERGED``;
 * ``callback(iteration, info) -> bool``: returning True stops with ``CONVERGED`` (user's rule).
@@ -67,6 +72,7 @@ class SolverOptions:
     tol: float = 1e-10                 # relative D-step tolerance
     max_iter: int = 1000               # iterations / rounds
     target_error: Optional[float] = None   # stop on true relative error (needs a reference)
+    target_residual: Optional[float] = None  # stop on ‖W A − B‖_F ≤ target_residual ‖B‖_F
     time_budget: Optional[float] = None    # seconds
     patience: int = 2                  # consecutive small, non-increasing steps for ``tol``
     callback: Optional[Callable[[int, dict], bool]] = None
@@ -91,6 +97,15 @@ class SolverOptions:
                                                   and math.isfinite(self.target_error)):
             raise ValueError(f"target_error={self.target_error!r} must be a positive finite number "
                              "(a relative error such as 1e-8), or None")
+        if self.target_residual is not None and not (
+                real(self.target_residual) and self.target_residual > 0
+                and math.isfinite(self.target_residual)):
+            raise ValueError(f"target_residual={self.target_residual!r} must be a positive finite "
+                             "number (a relative residual ‖W A − B‖_F / ‖B‖_F such as 1e-4), or "
+                             "None")
+        if self.target_error is not None and self.target_residual is not None:
+            raise ValueError("target_error and target_residual cannot both be set; pick one "
+                             "stopping rule")
         if self.time_budget is not None and not (real(self.time_budget) and self.time_budget > 0
                                                  and not math.isnan(self.time_budget)):
             raise ValueError(f"time_budget={self.time_budget!r} must be a positive number of seconds")
@@ -106,6 +121,8 @@ class SolverOptions:
         # NumPy scalars in, Python numbers out (they travel to workers and into JSON)
         return replace(self, tol=float(self.tol), max_iter=int(self.max_iter),
                        target_error=None if self.target_error is None else float(self.target_error),
+                       target_residual=(None if self.target_residual is None
+                                        else float(self.target_residual)),
                        time_budget=None if self.time_budget is None else float(self.time_budget),
                        patience=int(self.patience), seed=int(self.seed),
                        progress=bool(self.progress), record_error=bool(self.record_error))
@@ -125,6 +142,57 @@ def _norm64(x: torch.Tensor) -> float:
 
 
 norm64 = _norm64
+
+
+def relative_residual(A: torch.Tensor, B: torch.Tensor, W: torch.Tensor) -> float:
+    """THE residual metric of the linear system ``W A = B``: ``‖W A − B‖_F / ‖B‖_F`` (scaled
+    float64 norms; ``‖W A‖_F`` when ``B = 0``). Every method's ``target_residual`` rule and every
+    report of a final residual use this one function."""
+    num = _norm64(W.to(A.dtype) @ A - B)
+    den = _norm64(B)
+    return num / den if den > 0 else num
+
+
+def lsq_ratio(r_norm: float, ra_norm: float, b_norm: float, a_norm: float,
+              w_norm: float) -> float:
+    """LSQR's two stopping tests from norms (Frobenius throughout, ``R = B − W A``):
+    ``min(‖R‖ / (‖B‖ + ‖A‖ ‖W‖), ‖R Aᵀ‖ / (‖A‖ ‖R‖))``; ``≤ tol`` means passed (S1: consistent
+    systems, S2: the normal equations hold). Shared by the centralized and distributed checks."""
+    s1 = r_norm / max(b_norm + a_norm * w_norm, 1e-300)
+    s2 = ra_norm / max(a_norm * r_norm, 1e-300) if r_norm > 0 else 0.0
+    val = min(s1, s2)
+    return val if math.isfinite(val) else math.inf
+
+
+def cg_check_due(rec: float, tol: float, a_norm: float, b_norm: float, iteration: int,
+                 last_checked: int, every: int = 10) -> bool:
+    """When CG on the normal equations computes its true residual check: when the recurrence
+    ``‖(B − W A) Aᵀ‖`` says the S2 test may pass (``‖B − W A‖ ≤ ‖B‖`` for every CG iterate), or
+    every ``every`` iterations."""
+    return rec <= tol * a_norm * b_norm or iteration - last_checked >= every
+
+
+def normal_cg_step(W: torch.Tensor, R: torch.Tensor, P: torch.Tensor, rr: torch.Tensor,
+                   Q: torch.Tensor):
+    """One step of CG on the normal equations ``W (A Aᵀ) = B Aᵀ``, one CG per row of W, given
+    ``Q = P (A Aᵀ)``; returns ``(W, R, P, rr, alpha, broke)`` (``broke``: no direction left).
+    The centralized (:func:`eagle_dist.solvers.baselines.cg`) and distributed loops share it."""
+    pq = (P * Q).sum(dim=1)
+    ok = pq > 0
+    alpha = torch.where(ok, rr / torch.where(ok, pq, torch.ones_like(pq)), torch.zeros_like(pq))
+    W = W + alpha[:, None] * P
+    R = R - alpha[:, None] * Q
+    rr_new = (R * R).sum(dim=1)
+    beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)),
+                       torch.zeros_like(rr))
+    P = R + beta[:, None] * P
+    return W, R, P, rr_new, alpha, not bool(ok.any())
+
+
+def identity_c(problem) -> bool:
+    """Whether ``C`` is the identity, so ``D = W`` (the linear-system form ``w A = B``)."""
+    C = problem.C
+    return C.shape[0] == C.shape[1] and bool(np.array_equal(C, np.eye(C.shape[0], dtype=C.dtype)))
 
 #: seconds between log lines of a long solve when no progress bar is shown
 LOG_EVERY_S = 30.0
@@ -181,6 +249,11 @@ class Monitor:
     ``INEXACT`` or ``UNVERIFIED`` ends the solve, ``None`` goes on (distributed EAGLE's probe).
     ``residual``: an optional ``() -> float`` independent check (relative residual) that must be
     ``≤ tol`` as well before ``CONVERGED`` (GD); with ``residual_only`` it is the whole rule (CG).
+    ``system``: for ``target_residual``, ``(A, B, current_w)``: the (scaled) blocks and a
+    ``(D_new) -> W`` giving the iterate's ``W`` (EAGLE/GD with ``C = I``: ``D`` itself).
+    ``system_estimate``: an optional cheap ``() -> float`` estimate of the relative residual (CG's
+    recurrence); the true residual is computed only when it is ``≤ target_residual``, and
+    ``system_reset`` (optional) is told the true value when the estimate was too optimistic.
     """
 
     def __init__(self, opts: SolverOptions, reference: Optional[torch.Tensor], desc: str = "",
@@ -188,8 +261,17 @@ class Monitor:
                  certify_from: int = 0, guard_from: Optional[int] = None,
                  residual: Optional[Callable[[], float]] = None,
                  certifier: Optional[Callable[[], bool]] = None, residual_only: bool = False,
-                 verify: Optional[Callable[[], Optional[Status]]] = None):
+                 verify: Optional[Callable[[], Optional[Status]]] = None,
+                 system: Optional[tuple] = None,
+                 system_estimate: Optional[Callable[[], float]] = None,
+                 system_reset: Optional[Callable[[float], None]] = None):
         self.opts = opts
+        if opts.target_residual is not None and system is None:
+            raise ValueError(f"target_residual is not supported by {desc or 'this solver'}")
+        self.system = system
+        self.system_estimate = system_estimate
+        self.system_reset = system_reset
+        self.last_system_residual = float("nan")   # the last TRUE relative residual computed
         self.ref = reference
         if reference is not None and denominator is None:
             denominator = _norm64(reference)
@@ -237,10 +319,11 @@ class Monitor:
             step = 0.0 if _norm64(D_old) == 0.0 else math.inf
         want_err = self.opts.record_error or self.opts.target_error is not None
         err = self.error_of(D_new) if want_err else float("nan")
-        self.history.append(step, err, self.elapsed(), rho)
+        res, res_ok = self._system_residual(D_new)
+        self.history.append(step, err, self.elapsed(), rho, res)
         self._progress.update(self.iteration, "step %.2e, error %.2e" % (step, err),
                               step=f"{step:.2e}", err=f"{err:.2e}")
-        status = self._decide(step, err, dn, C_norm, D_new)
+        status = self._decide(step, err, dn, C_norm, D_new, res_ok)
         if status is not None:
             self.close()
             self.status = status
@@ -264,7 +347,24 @@ class Monitor:
                 return Status.DIVERGED
         return None
 
-    def _decide(self, step, err, dn, C_norm, D_new) -> Optional[Status]:
+    def _system_residual(self, D_new: torch.Tensor):
+        """``(residual, passed)`` for ``target_residual``: the estimate while it is above the
+        target, the true residual once the estimate passes; only a true one can pass."""
+        target = self.opts.target_residual
+        if target is None:
+            return float("nan"), False
+        if self.system_estimate is not None:
+            est = float(self.system_estimate())
+            if not est <= target:
+                return est, False
+        A, B, current_w = self.system
+        true = relative_residual(A, B, current_w(D_new))
+        self.last_system_residual = true
+        if not true <= target and self.system_estimate is not None and self.system_reset:
+            self.system_reset(true)                    # the estimate drifted: resynchronise it
+        return true, true <= target
+
+    def _decide(self, step, err, dn, C_norm, D_new, res_ok=False) -> Optional[Status]:
         o = self.opts
         if not (math.isfinite(dn) and math.isfinite(step)) or (C_norm is not None and not math.isfinite(C_norm)):
             return Status.NON_FINITE
@@ -275,6 +375,9 @@ class Monitor:
             return guarded
         if o.target_error is not None and self.ref is not None:
             if err <= o.target_error:
+                return Status.CONVERGED
+        elif o.target_residual is not None:
+            if res_ok:
                 return Status.CONVERGED
         elif self.residual_only:
             # CG: the residual rule alone decides (its D-steps say nothing on singular systems)

@@ -33,7 +33,8 @@ class Status(str, enum.Enum):
 _MESSAGES = {
     Status.CONVERGED: "converged: the stopping rule was met and its check passed (EAGLE: the lift "
     "phase is complete, so the D-step bounds the remaining error; CG/GD/LSMR/LSQR: the "
-    "normal-equation residual is below tol; distributed: the exactness check passed)",
+    "normal-equation residual is below tol; target_residual: the TRUE relative residual "
+    "‖W A − B‖_F / ‖B‖_F is below it; distributed: the exactness check passed)",
     Status.MAX_ITERATIONS: "max_iterations reached before the tolerance; the returned D is the best "
     "iterate seen. If the steps were still shrinking, increase max_iter; if they stalled, the "
     "tolerance is below what this precision/problem allows (loosen tol, use float64, or for "
@@ -61,20 +62,27 @@ class History:
     error: List[float] = field(default_factory=list)    # ‖D_ℓ − D̂‖_F / ‖D̂‖_F  (NaN if no reference)
     time: List[float] = field(default_factory=list)     # seconds since the solve started
     rho: List[float] = field(default_factory=list)      # step-size normaliser used (1 in stable form)
+    # relative residual ‖W_ℓ A − B‖_F / ‖B‖_F, recorded when a ``target_residual`` is set (NaN
+    # otherwise); see :class:`eagle_dist.control.Monitor` for when it is exact
+    residual: List[float] = field(default_factory=list)
 
-    def append(self, step: float, error: float, time: float, rho: float = float("nan")) -> None:
+    def append(self, step: float, error: float, time: float, rho: float = float("nan"),
+               residual: float = float("nan")) -> None:
         self.step.append(float(step))
         self.error.append(float(error))
         self.time.append(float(time))
         self.rho.append(float(rho))
+        self.residual.append(float(residual))
 
     def __len__(self) -> int:
         return len(self.step)
 
     def rows(self) -> List[Dict[str, float]]:
+        res = self.residual + [float("nan")] * (len(self.step) - len(self.residual))
         return [
-            {"iteration": i + 1, "step": s, "error": e, "time_s": t, "rho": r}
-            for i, (s, e, t, r) in enumerate(zip(self.step, self.error, self.time, self.rho))
+            {"iteration": i + 1, "step": s, "error": e, "time_s": t, "rho": r, "residual": q}
+            for i, (s, e, t, r, q) in enumerate(zip(self.step, self.error, self.time, self.rho,
+                                                    res))
         ]
 
 
@@ -142,7 +150,8 @@ class SolveResult:
     def history_to_csv(self, path: str) -> None:
         rows = self.history.rows()
         with open(path, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["iteration", "step", "error", "time_s", "rho"])
+            w = csv.DictWriter(f, fieldnames=["iteration", "step", "error", "time_s", "rho",
+                                               "residual"])
             w.writeheader()
             w.writerows(rows)
 

@@ -28,7 +28,15 @@ def test_rounds_smoke_writes_files_and_true_counts(tmp_path):
         assert os.path.getsize(tmp_path / name) > 0, name
     rows = _read(tmp_path / "rounds.csv")
     assert {r["sweep"] for r in rows} == {"M", "alpha"}
-    assert {r["method"] for r in rows if r["sweep"] == "alpha"} == {"eagle", "eagle-accel", "gd"}
+    assert {r["method"] for r in rows if r["sweep"] == "alpha"} == {"eagle", "eagle-accel", "cg",
+                                                                    "gd"}
+    assert {r["method"] for r in rows if r["sweep"] == "M"} == {"eagle", "cg", "gd"}
+    # distributed CG: its rounds are those of a fresh distributed CG solve, and it sends n'·n
+    c = next(r for r in rows if r["sweep"] == "M" and r["method"] == "cg" and r["workers"] == "3")
+    prob3, shards3 = alpha_problem(int(c["n"]), int(c["n"]), 3, alpha=1.0, kappa_max=1e3,
+                                   n_query=2, d_query=1, seed=0)
+    cg = solve(prob3, "cg", workers=3, shards=shards3, target_error=1e-8, max_iter=300)
+    assert cg.iterations == int(c["rounds"]) and int(c["message_elements"]) == 2 * int(c["n"])
     # every reported round count is the one a fresh solve gives (deterministic, same API)
     r = next(r for r in rows if r["sweep"] == "M" and r["method"] == "eagle" and r["workers"] == "3")
     prob, shards = alpha_problem(int(r["n"]), int(r["n"]), 3, alpha=1.0, kappa_max=1e3,

@@ -67,6 +67,39 @@ def test_torch_backend_uses_nccl_with_one_gpu_per_rank():
     assert res.rounds == ref.rounds
 
 
+@pytest.mark.parametrize("method", ["eagle", "cg", "lsmr"])
+def test_target_residual_on_cuda(method):
+    from eagle_dist import Problem
+    A = controlled(200, 200, 1, 1, kappa=1e3, seed=2).A
+    W = np.random.default_rng(2).standard_normal((1, 200))
+    p = Problem.from_arrays(A, W @ A, np.eye(200))
+    res = solve(p, method, device="cuda", target_residual=1e-8, max_iter=20000)
+    assert res.converged
+    assert np.linalg.norm(res.D @ A - p.B) <= 1e-8 * np.linalg.norm(p.B)
+
+
+def test_distributed_cg_on_cuda():
+    p = controlled(60, 120, 2, 2, kappa=1e2, seed=0)
+    res = solve(p, "cg", workers=2, device="cuda", tol=1e-10, max_iter=5000)
+    assert res.converged and res.info["device"].startswith("cuda") and _ref_error(p, res.D) <= 1e-7
+
+
+def test_bench_suitesparse_quick_uses_the_gpu(tmp_path):
+    from eagle_dist.bench.report import read_csv
+    from eagle_dist.bench.suitesparse import suitesparse_sweep
+    suitesparse_sweep(str(tmp_path), quick=True, cache_dir=str(tmp_path / "cache"),
+                      progress=False)
+    rows = {r["method"]: r for r in read_csv(tmp_path / "suitesparse_summary.csv")
+            if float(r["tolerance"]) == 1e-3}
+    for m in ("eagle", "cg", "lstsq-gelsd", "lstsq-gelsy"):
+        assert "cuda" in rows[m]["backend"] and rows[m]["status"] == "converged", rows[m]
+    try:
+        import cupy  # noqa: F401
+        assert rows["lsmr"]["backend"].startswith("cupy")
+    except ImportError:
+        assert rows["lsmr"]["backend"].startswith("scipy")
+
+
 def test_training_on_cuda_matches_cpu():
     """The transformer's forward on CUDA equals the CPU forward on the same batch to rounding,
     and a short training run on the device (batches drawn there) lowers the loss."""

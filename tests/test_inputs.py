@@ -105,7 +105,8 @@ SOLVE = [
     ("norm", dict(norm="frobenius"), ValueError, r"^norm='frobenius'"),
     ("norm-stable-eta", dict(norm="stable", eta=0.5), ValueError, r"^norm='stable' needs eta <= 1/3"),
     ("norm-stable-sketch", dict(norm="stable", sketch_size=4), ValueError, r"^norm='stable' needs"),
-    ("workers-with-cg", dict(method="cg", workers=2), ValueError, r"^method='cg' has no distributed"),
+    ("workers-with-lsmr", dict(method="lsmr", workers=2), ValueError,
+     r"^method='lsmr' has no distributed"),
 ]
 
 

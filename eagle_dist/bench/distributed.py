@@ -97,6 +97,9 @@ class SweepResult:
 # ---------------------------------------------------------------------------------------------
 
 
+_LABEL = {"eagle": "EAGLE", "cg": "CG", "gd": "GD"}
+
+
 def _kernel(method: str) -> EagleKernel:
     """The worker kernel of ``method``; passing it explicitly keeps ``M = 1`` on the distributed
     round loop (``solve`` would otherwise run the centralized solver)."""
@@ -104,7 +107,11 @@ def _kernel(method: str) -> EagleKernel:
 
 
 def _distributed_solve(problem: Problem, shards, method: str, **kw):
-    """Distributed EAGLE (``"eagle"``, ``"eagle-accel"``) or GD (``"gd"``) through the public API."""
+    """Distributed EAGLE (``"eagle"``, ``"eagle-accel"``), GD (``"gd"``) or CG on the normal
+    equations (``"cg"``; at M = 1 the centralized CG, the same iteration) through the public API."""
+    if method == "cg":
+        return solve(problem, "cg", workers=len(shards), shards=[np.asarray(s) for s in shards],
+                     **kw)
     base = "gd" if method == "gd" else "eagle"
     kw.setdefault("mode", "paper")                # these sweeps study the paper's algorithm
     return solve(problem, base, workers=len(shards), shards=[np.asarray(s) for s in shards],
@@ -223,9 +230,9 @@ def tail_rate_rounds(errors: Sequence[float], target: float, frac: float = 0.25)
 # rounds sweep (M-sweep and α-sweep)
 # ---------------------------------------------------------------------------------------------
 ROUNDS_FULL = dict(workers=(1, 3, 5, 8), n=1000, alphas=(1.0, 0.6, 0.35, 0.01), alpha_workers=3,
-                   alpha_n=1000, eagle_cap=2000, accel_cap=2000, gd_cap=10000)
+                   alpha_n=1000, eagle_cap=2000, accel_cap=2000, gd_cap=10000, cg_cap=10000)
 ROUNDS_SMOKE = dict(workers=(1, 3), n=24, alphas=(1.0, 0.35), alpha_workers=3, alpha_n=20,
-                    eagle_cap=300, accel_cap=600, gd_cap=300)
+                    eagle_cap=300, accel_cap=600, gd_cap=300, cg_cap=300)
 
 
 def _rounds_row(sweep: str, problem: Problem, shards, method: str, res, *, n: int, target: float,
@@ -284,15 +291,17 @@ def rounds_sweep(out: Optional[str] = None, *, workers: Optional[Sequence[int]] 
                  n: Optional[int] = None, alphas: Optional[Sequence[float]] = None,
                  alpha_workers: Optional[int] = None, alpha_n: Optional[int] = None,
                  kappa_max: float = 1e3, target: float = 1e-8, eagle_cap: Optional[int] = None,
-                 accel_cap: Optional[int] = None, gd_cap: Optional[int] = None, seed: int = 0,
+                 accel_cap: Optional[int] = None, gd_cap: Optional[int] = None,
+                 cg_cap: Optional[int] = None, seed: int = 0,
                  threads: Optional[int] = None, smoke: bool = False,
                  progress: bool = True) -> SweepResult:
     """M-sweep and α-sweep of communication rounds to ``target`` (module docstring).
 
     M-sweep: ``alpha_problem(n, n, M, alpha=1, kappa_max)`` for each ``M`` in ``workers``
-    (shard μ is ``n x n``); EAGLE and GD. α-sweep: ``alpha_problem(alpha_n, alpha_n,
-    alpha_workers, alpha=α, kappa_max)``; EAGLE, accelerated EAGLE and GD. Every run stops when
-    ``‖D_ℓ − D̂‖_F ≤ target·‖D̂‖_F`` or at its cap (``eagle_cap``, ``accel_cap``, ``gd_cap``).
+    (shard μ is ``n x n``); EAGLE, distributed CG (normal equations) and GD. α-sweep:
+    ``alpha_problem(alpha_n, alpha_n, alpha_workers, alpha=α, kappa_max)``; EAGLE, accelerated
+    EAGLE, CG and GD. Every run stops when ``‖D_ℓ − D̂‖_F ≤ target·‖D̂‖_F`` or at its cap
+    (``eagle_cap``, ``accel_cap``, ``gd_cap``, ``cg_cap``).
     ``smoke=True`` shrinks every default to finish in seconds; explicit arguments still win.
     """
     if smoke and threads is None:
@@ -300,8 +309,8 @@ def rounds_sweep(out: Optional[str] = None, *, workers: Optional[Sequence[int]] 
         #                 oversubscription stalls (seconds per tiny GEMM) on a busy machine
     cfg = _resolve(smoke, ROUNDS_FULL, ROUNDS_SMOKE, dict(
         workers=workers, n=n, alphas=alphas, alpha_workers=alpha_workers, alpha_n=alpha_n,
-        eagle_cap=eagle_cap, accel_cap=accel_cap, gd_cap=gd_cap))
-    for k in ("n", "alpha_workers", "alpha_n", "eagle_cap", "accel_cap", "gd_cap"):
+        eagle_cap=eagle_cap, accel_cap=accel_cap, gd_cap=gd_cap, cg_cap=cg_cap))
+    for k in ("n", "alpha_workers", "alpha_n", "eagle_cap", "accel_cap", "gd_cap", "cg_cap"):
         _check_positive_int(k, cfg[k])
     Ms = [int(m) for m in cfg["workers"]]
     if not Ms or any(m < 1 for m in Ms):
@@ -320,9 +329,11 @@ def rounds_sweep(out: Optional[str] = None, *, workers: Optional[Sequence[int]] 
     command = report.command_line("eagle-dist bench rounds", dict(
         out=out, workers=Ms, n=cfg["n"], alphas=alist, alpha_workers=cfg["alpha_workers"],
         alpha_n=cfg["alpha_n"], kappa_max=kappa_max, target=target, eagle_cap=cfg["eagle_cap"],
-        accel_cap=cfg["accel_cap"], gd_cap=cfg["gd_cap"], seed=seed, threads=threads),
+        accel_cap=cfg["accel_cap"], gd_cap=cfg["gd_cap"], cg_cap=cfg["cg_cap"], seed=seed,
+        threads=threads),
         ["smoke"] if smoke else [])
-    caps = {"eagle": cfg["eagle_cap"], "eagle-accel": cfg["accel_cap"], "gd": cfg["gd_cap"]}
+    caps = {"eagle": cfg["eagle_cap"], "eagle-accel": cfg["accel_cap"], "gd": cfg["gd_cap"],
+            "cg": cfg["cg_cap"]}
     rows: List[Dict[str, Any]] = []
     curves: Dict[Tuple, Dict[str, Any]] = {}
     t_start = time.perf_counter()
@@ -330,7 +341,7 @@ def rounds_sweep(out: Optional[str] = None, *, workers: Optional[Sequence[int]] 
         machine = report.machine_description()
         load_start = report.load_average()
         log.info("rounds sweep: %s", command)
-        bar = _progress(2 * len(Ms) + 3 * len(alist), "rounds sweep", progress)
+        bar = _progress(3 * len(Ms) + 4 * len(alist), "rounds sweep", progress)
         build_s: Dict[str, float] = {}
         for M in Ms:
             t0 = time.perf_counter()
@@ -338,7 +349,7 @@ def rounds_sweep(out: Optional[str] = None, *, workers: Optional[Sequence[int]] 
                                          n_query=2, d_query=1, seed=seed)
             _ = prob.reference, prob.error_denominator      # not part of any timing
             build_s[f"M={M}"] = time.perf_counter() - t0
-            _run_point("M", prob, shards, ("eagle", "gd"), n=cfg["n"], target=target, caps=caps,
+            _run_point("M", prob, shards, ("eagle", "cg", "gd"), n=cfg["n"], target=target, caps=caps,
                        alpha_target=1.0, progress=progress, rows=rows, curves=curves, bar=bar)
         for a in alist:
             t0 = time.perf_counter()
@@ -347,7 +358,8 @@ def rounds_sweep(out: Optional[str] = None, *, workers: Optional[Sequence[int]] 
                                          seed=seed)
             _ = prob.reference, prob.error_denominator
             build_s[f"alpha={a:g}"] = time.perf_counter() - t0
-            _run_point("alpha", prob, shards, ("eagle", "eagle-accel", "gd"), n=cfg["alpha_n"],
+            _run_point("alpha", prob, shards, ("eagle", "eagle-accel", "cg", "gd"),
+                       n=cfg["alpha_n"],
                        target=target, caps=caps, alpha_target=a, progress=progress, rows=rows,
                        curves=curves, bar=bar)
         bar.close()
@@ -406,8 +418,15 @@ def _rounds_headline(rows: List[Dict[str, Any]], target: float) -> Dict[str, Any
             h["gd_reached_within_cap"] = any(g["reached"] for g in gd)
             h["target_gd_over_eagle_ge_300_met_predicted"] = bool(min(ratios_pred) >= 300)
             h["target_gd_over_eagle_ge_300_met_measured"] = bool(min(ratios_lb) >= 300)
+    cg = [r for r in msweep if r["method"] == "cg"]
+    if eagle and cg:
+        ratios = [(c["rounds"] if c["reached"] else c["cap"]) / e["rounds"]
+                  for c in cg for e in [_find(eagle, workers=c["workers"])] if e and e["reached"]]
+        if ratios:
+            h["cg_over_eagle_rounds_min"] = min(ratios)
+            h["cg_reached_all"] = all(c["reached"] for c in cg)
     asweep = [r for r in rows if r["sweep"] == "alpha"]
-    for m in ("eagle", "eagle-accel", "gd"):
+    for m in ("eagle", "eagle-accel", "cg", "gd"):
         pts = [(r["alpha"], r["rounds_predicted"] if m == "gd" else
                 (r["rounds"] if r["reached"] else math.nan)) for r in asweep if r["method"] == m]
         pts = [(a, k) for a, k in pts if math.isfinite(k) and k > 0 and a > 0]
@@ -435,12 +454,12 @@ def _rounds_plots(out, rows, curves, target, cfg, kappa_max) -> List[str]:
     p1: List[Dict[str, Any]] = []
     for i, M in enumerate(Ms):
         col = cmap(i / max(len(Ms) - 1, 1) * 0.85)
-        for m, ls in (("eagle", "-"), ("gd", "--")):
+        for m, ls in (("eagle", "-"), ("cg", "-."), ("gd", "--")):
             c = curves.get(("M", M, 1.0, m))
             if not c:
                 continue
             x, y = c["measured"]
-            p1.append(dict(x=x, y=y, label=f"{'EAGLE' if m == 'eagle' else 'GD'} M={M}",
+            p1.append(dict(x=x, y=y, label=f"{_LABEL[m]} M={M}",
                            color=col, linestyle=ls, linewidth=1.6 if m == "eagle" else 1.0))
             if "predicted" in c:
                 x, y = c["predicted"]
@@ -449,7 +468,8 @@ def _rounds_plots(out, rows, curves, target, cfg, kappa_max) -> List[str]:
     p2, p3 = [], []
     for i, a in enumerate(alphas):
         col = cmap(i / max(len(alphas) - 1, 1) * 0.85)
-        for m, ls, tgt in (("eagle", "-", p2), ("eagle-accel", "--", p2), ("gd", "-", p3)):
+        for m, ls, tgt in (("eagle", "-", p2), ("eagle-accel", "--", p2), ("gd", "-", p3),
+                           ("cg", "-.", p3)):
             c = curves.get(("alpha", cfg["alpha_workers"], a, m))
             if not c:
                 continue
@@ -461,13 +481,14 @@ def _rounds_plots(out, rows, curves, target, cfg, kappa_max) -> List[str]:
                                linestyle=":"))
     hl = [(target, f"target {target:g}")]
     panels = [
-        dict(title=f"M-sweep (α = 1, n = {cfg['n']}): EAGLE solid,\nGD dashed (measured), "
-                   "dotted (predicted)",
+        dict(title=f"M-sweep (α = 1, n = {cfg['n']}): EAGLE solid, CG dash-dot,\nGD dashed "
+                   "(measured), dotted (predicted)",
              xlabel="round", ylabel="relative error", logx=True, logy=True, series=p1, hlines=hl),
         dict(title=f"α-sweep (M = {cfg['alpha_workers']}, n = {cfg['alpha_n']}): EAGLE solid,\n"
                    "accelerated EAGLE dashed", xlabel="round", ylabel="relative error", logx=True,
              logy=True, series=p2, hlines=hl),
-        dict(title="α-sweep: distributed GD\n(dotted: predicted beyond the cap)", xlabel="round",
+        dict(title="α-sweep: distributed GD (solid; dotted: predicted\nbeyond the cap) and CG "
+                   "(dash-dot)", xlabel="round",
              ylabel="relative error", logx=True, logy=True, series=p3, hlines=hl),
     ]
     files.append(report.plot_panels(os.path.join(out, "error_vs_round.png"), panels, ncols=3,
@@ -477,6 +498,7 @@ def _rounds_plots(out, rows, curves, target, cfg, kappa_max) -> List[str]:
     if ms:
         e = [r for r in ms if r["method"] == "eagle"]
         g = [r for r in ms if r["method"] == "gd"]
+        cgr = [r for r in ms if r["method"] == "cg"]
         series = [
             dict(x=[r["workers"] for r in e], y=[r["rounds"] for r in e], label="EAGLE (measured)",
                  marker="o", filled=all(r["reached"] for r in e),
@@ -487,6 +509,10 @@ def _rounds_plots(out, rows, curves, target, cfg, kappa_max) -> List[str]:
             dict(x=[r["workers"] for r in g], y=[r["rounds"] for r in g],
                  label="GD (measured; hollow = stopped at cap, not reached)", marker="v",
                  linestyle=":", filled=all(r["reached"] for r in g), color="#98df8a"),
+            dict(x=[r["workers"] for r in cgr], y=[r["rounds"] for r in cgr],
+                 label="CG, normal equations (measured; hollow = cap)", marker="^",
+                 linestyle="-.", filled=all(r["reached"] for r in cgr), color="#1f77b4",
+                 annotate=[str(r["rounds"]) for r in cgr]),
         ]
         panel = dict(title=f"rounds to {target:g} vs M (α = 1, κ_max = {kappa_max:g}, "
                            f"n = d_μ = {cfg['n']})", xlabel="workers M", ylabel="rounds",
@@ -512,6 +538,12 @@ def _rounds_plots(out, rows, curves, target, cfg, kappa_max) -> List[str]:
                                    label=f"{label}: stopped at cap without reaching target",
                                    marker=marker, linestyle="none", filled=False,
                                    color="#d62728" if m == "eagle" else "#ff7f0e"))
+        cgr = [r for r in al if r["method"] == "cg"]
+        if cgr:
+            series.append(dict(x=[1 / r["alpha"] for r in cgr], y=[r["rounds"] for r in cgr],
+                               label="CG, normal equations (hollow = stopped at cap)", marker="^",
+                               linestyle="-.", filled=all(r["reached"] for r in cgr),
+                               color="#1f77b4", annotate=[str(r["rounds"]) for r in cgr]))
         g = [r for r in al if r["method"] == "gd"]
         if g:
             series.append(dict(x=[1 / r["alpha"] for r in g], y=[r["rounds_predicted"] for r in g],
@@ -579,7 +611,10 @@ def _rounds_markdown(out, command, machine, rows, h, cfg, kappa_max, target, cap
             f"{report.fmt(h['gd_over_eagle_measured_lower_bound_min'])}× | "
             f"{_yes(h['target_gd_over_eagle_ge_300_met_measured'])} |",
         ]
-    for m in ("eagle", "eagle-accel", "gd"):
+    if "cg_over_eagle_rounds_min" in h:
+        head.append(f"| distributed CG-NE / EAGLE rounds (M-sweep; a CG run at its cap counts its "
+                    f"cap) | {report.fmt(h['cg_over_eagle_rounds_min'])}× (smallest over M) | — |")
+    for m in ("eagle", "eagle-accel", "cg", "gd"):
         if f"alpha_slope_{m}" in h:
             what = "predicted rounds" if m == "gd" else "rounds"
             small = h.get(f"alpha_slope_small_{m}")
@@ -590,7 +625,8 @@ def _rounds_markdown(out, command, machine, rows, h, cfg, kappa_max, target, cap
              f"κ(A^μ) = κ_max = {kappa_max:g}, α = 1, M ∈ {list(cfg['workers'])}. α-sweep: M = "
              f"{cfg['alpha_workers']}, n = d_μ = {cfg['alpha_n']}, α ∈ {list(cfg['alphas'])}. "
              f"Target relative error {target:g}. Caps: EAGLE {caps['eagle']}, accelerated "
-             f"{caps['eagle-accel']}, GD {caps['gd']} rounds. In-process backend, float64, "
+             f"{caps['eagle-accel']}, GD {caps['gd']}, CG {caps['cg']} rounds. In-process backend, "
+             "float64, "
              f"problem seed fixed; every round count is deterministic.")
     notes = [
         f"Sizes: {sizes}",
@@ -605,7 +641,10 @@ def _rounds_markdown(out, command, machine, rows, h, cfg, kappa_max, target, cap
         "every measured round; `tail-rate extrapolation` continues the last quarter's linear rate "
         "(an underestimate: GD's rate keeps slowing as the slow directions dominate).",
         "M = 1 runs through the same distributed round loop (the kernel is passed explicitly), so "
-        "all M share one code path.",
+        "all M share one code path (CG at M = 1 is the centralized CG, the same iteration).",
+        "CG is CG on the normal equations W·A Aᵀ = B Aᵀ: each round one all-reduce of P·A Aᵀ "
+        "(n'·n numbers; `floats sent` counts it), converged only after LSQR's tests pass on the "
+        "true residual; here it stops on the relative error target like the others.",
         f"Problem construction (SVDs for α and κ, the pinv reference) is excluded from every "
         f"timing; it took {', '.join(f'{k}: {v:.0f} s' for k, v in build_s.items())}.",
         f"Wall time of the whole sweep: {elapsed:.0f} s; torch threads: "
@@ -628,7 +667,8 @@ def _rounds_markdown(out, command, machine, rows, h, cfg, kappa_max, target, cap
         notes.insert(0, "SMOKE RUN: tiny sizes, numbers are not meaningful.")
     sections = {"Headline (targets)": "\n".join(head) or "—"}
     return report.write_markdown(os.path.join(out, "summary.md"),
-                                 "Distributed rounds: EAGLE vs distributed GD (M-sweep, α-sweep)",
+                                 "Distributed rounds: EAGLE vs distributed GD and CG (M-sweep, "
+                                 "α-sweep)",
                                  command, "\n".join(table), notes, machine=machine,
                                  sections=sections, files=files)
 
@@ -1165,7 +1205,8 @@ def _cmd_rounds(args) -> int:
         args.out, workers=args.workers, n=args.n, alphas=args.alphas,
         alpha_workers=args.alpha_workers, alpha_n=args.alpha_n, kappa_max=args.kappa_max,
         target=args.target, eagle_cap=args.eagle_cap, accel_cap=args.accel_cap,
-        gd_cap=args.gd_cap, seed=args.seed, threads=args.threads, smoke=args.smoke,
+        gd_cap=args.gd_cap, cg_cap=args.cg_cap, seed=args.seed, threads=args.threads,
+        smoke=args.smoke,
         progress=not args.no_progress))
 
 
@@ -1198,6 +1239,8 @@ def add_parser(bsub) -> None:
                    help=f"accelerated EAGLE cap (default {f['accel_cap']})")
     p.add_argument("--gd-cap", type=int, default=None, help=f"GD rounds cap (default {f['gd_cap']}; "
                    "beyond it GD's rounds are predicted, labelled)")
+    p.add_argument("--cg-cap", type=int, default=None,
+                   help=f"distributed CG rounds cap (default {f['cg_cap']})")
     p.set_defaults(fn=_cmd_rounds)
 
     f = BACKENDS_FULL

@@ -739,6 +739,11 @@ def choose_mode(mode: str, n: int, n_query: int, d_query: int, method: str = "ea
     whose mean gradient is already exact)."""
     if mode not in ("auto",) + MODES:
         raise ValueError(f"mode={mode!r}; use 'auto', 'paper' or 'gram'")
+    if method == "cg":
+        if mode != "auto":
+            raise ValueError(f"mode={mode!r} is for method='eagle'; distributed CG has one form "
+                             "(all-reduce P·A Aᵀ, n'·n numbers a round): leave mode='auto'")
+        return "cg"
     if method == "gd":
         if mode == "gram":
             raise ValueError("mode='gram' is for method='eagle'; distributed GD (all-reduced mean "
@@ -765,8 +770,16 @@ def prepare(problem, opts: SolverOptions, *, method: str = "eagle", workers: int
     def real(v):
         return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
 
-    if method not in ("eagle", "gd"):
-        raise ValueError(f"method={method!r} has no distributed form; use 'eagle' or 'gd'")
+    if method not in ("eagle", "gd", "cg"):
+        raise ValueError(f"method={method!r} has no distributed form; use 'eagle', 'gd' or 'cg'")
+    if method == "cg":
+        given = [k for k, v in (("eta", eta), ("gamma", gamma), ("kernel", kernel),
+                                ("rcond", rcond)) if v is not None]
+        given += [k for k, v in (("accelerate", accelerate),
+                                 ("normalization", normalization != "local")) if v]
+        if given:
+            raise ValueError(f"{given} do not apply to method='cg' (CG on the normal equations "
+                             "has no step sizes, kernel or normalisation)")
     if method == "gd":
         if eta is not None and eta != 0:
             raise ValueError(f"eta={eta!r}: method='gd' is EAGLE with eta = 0; drop eta")
@@ -812,7 +825,8 @@ def prepare(problem, opts: SolverOptions, *, method: str = "eagle", workers: int
         s_a = s_b = s_c = 1.0              # a trained model sees the data as it is
     unscale = s_b * s_c / s_a
     cfg = RoundConfig(workers=workers, normalization=normalization, accelerate=accelerate,
-                      opts=opts, fault=fault, mode=mode, verify=bool(verify), unscale=unscale)
+                      opts=opts, fault=fault, mode=mode, verify=bool(verify), unscale=unscale,
+                      method="cg" if method == "cg" else "eagle")
     A = problem.A.astype(np.float64) / s_a
     B = problem.B.astype(np.float64) / s_b
     C = problem.C.astype(np.float64) / s_c
@@ -847,7 +861,9 @@ def assemble(problem, outs: List[Dict[str, Any]], *, method: str, backend: str, 
                 certified_at=out.get("certified_at", -1),
                 best_iteration=out.get("best_iteration", 0), device=out.get("device", ""),
                 rendezvous=out.get("store", "inprocess"))
-    if isinstance(kernel, EagleKernel):
+    if cfg.method == "cg":
+        info["check_rule"] = "min(S1, S2) of LSQR on B - W A"
+    elif isinstance(kernel, EagleKernel):
         info.update(eta=kernel.eta, gamma=kernel.gamma)
     else:
         info["kernel"] = type(kernel).__name__
@@ -871,7 +887,9 @@ def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", wo
                       fault: Optional[FaultInjection] = None, mode: str = "auto",
                       verify: bool = True, rcond: Optional[float] = None,
                       startup_timeout: float = STARTUP_TIMEOUT_S) -> SolveResult:
-    """Distributed EAGLE (``method="eagle"``) or distributed GD (``"gd"``, η = 0).
+    """Distributed EAGLE (``method="eagle"``), distributed GD (``"gd"``, η = 0) or distributed
+    CG on the normal equations (``"cg"``: all-reduce ``P·A Aᵀ`` each round; see
+    :mod:`eagle_dist.distributed.worker`).
 
     ``mode``: ``"paper"`` (all-reduce the mean (C', D'); exact on consistent data, ``verify``
     checks it with a probe column), ``"gram"`` (all-reduce A Aᵀ and B Aᵀ; the centralized

@@ -26,6 +26,14 @@ of n' numbers at start-up — exactly when the data is consistent, i.e. exactly 
 mode is exact. ``CONVERGED`` is said only when the probe's answer matches ``B x`` to the
 tolerance; a probe that stops improving short of it gives ``INEXACT`` with the measured gap.
 
+Distributed CG on the normal equations (``method="cg"``, :func:`_cg_rounds`): the honest second
+baseline beside distributed GD. ``W``, the search direction ``P`` and the normal-equation residual
+are replicated; each round every worker forms ``(P A^μ) A^μᵀ`` and one all-reduce of ``n'·n``
+numbers gives ``P (A Aᵀ)``; the CG step (:func:`eagle_dist.control.normal_cg_step`, the one the
+centralized CG uses) is then the same on every rank, and ``D = W C``. ``CONVERGED`` is said only
+after LSQR's tests pass on the TRUE residual ``B − W A`` (one extra all-reduce of ``n'·n + n'``
+numbers, made when the recurrence says the tests may pass or every 10 rounds), as centrally.
+
 Every rank holds the same reduced tensors, so stopping decisions agree on all ranks without
 extra communication.
 """
@@ -42,7 +50,7 @@ import torch
 
 from ..kernels import eagle_update, lift_cap, lift_point, spectral_norm_sq, well_conditioned
 from ..result import Status
-from ..control import Monitor, SolverOptions, _norm64
+from ..control import (Monitor, SolverOptions, _norm64, cg_check_due, lsq_ratio, normal_cg_step)
 
 Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
                   "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]"]
@@ -118,6 +126,7 @@ class RoundConfig:
     opts: SolverOptions = field(default_factory=SolverOptions)
     fault: Optional[FaultInjection] = None
     mode: str = "paper"                    # "paper" | "gram" (see the module docstring)
+    method: str = "eagle"                  # "eagle" / "gd" (the kernel's rounds) | "cg"
     verify: bool = True                    # paper mode: carry the probe column
     unscale: float = 1.0                   # D = unscale · D' (blocks were power-of-two scaled)
 
@@ -203,6 +212,8 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
                is_main: bool = True, on_round: Optional[Callable[[int], None]] = None) -> RoundsOutput:
     """The round loop (see the module docstring) for the workers this process holds.
     ``on_round(r)`` is called after every round (the launchers' liveness heartbeat)."""
+    if cfg.method == "cg":
+        return _cg_rounds(local, C, D, comm, cfg, reference, denominator, is_main, on_round)
     if cfg.mode not in MODES:
         raise ValueError(f"mode={cfg.mode!r}; use one of {MODES}")
     M = cfg.workers
@@ -291,18 +302,23 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
     rounds = _gram_rounds if cfg.mode == "gram" else _paper_rounds
     D_fin, status, bytes_per_round, bytes_sent, setup_bytes = rounds(
         local, C, D, comm, cfg, mon, state, voting, is_main, setup_bytes, d_query)
+    return _output(mon, D_fin, status, local, bytes_per_round=bytes_per_round,
+                   setup_bytes=setup_bytes, bytes_sent=bytes_sent, mode=cfg.mode,
+                   probe_gap=probe_gap() if probe else float("nan"),
+                   certified_at=mon.certified_at if mon.certified_at is not None else -1,
+                   best_iteration=mon.best_iteration)
+
+
+def _output(mon: Monitor, D_fin: torch.Tensor, status: Status, local, **fields) -> RoundsOutput:
+    """The rank's :class:`RoundsOutput` (a non-finite D is never handed back)."""
     if not bool(torch.isfinite(D_fin).all()):
         D_fin = torch.zeros_like(D_fin)
     h = mon.history
     return RoundsOutput(D=D_fin.cpu().numpy(), status=status.value, rounds=mon.iteration,
                         history=dict(step=h.step, error=h.error, time=h.time),
-                        bytes_per_round=bytes_per_round, setup_bytes=setup_bytes,
                         time_s=mon.elapsed(),
                         frozen_at=[w.frozen_at if w.frozen_at is not None else -1 for w in local],
-                        bytes_sent=bytes_sent, mode=cfg.mode,
-                        probe_gap=probe_gap() if probe else float("nan"),
-                        certified_at=mon.certified_at if mon.certified_at is not None else -1,
-                        best_iteration=mon.best_iteration)
+                        **fields)
 
 
 def well_conditioned_gram(K: torch.Tensor) -> bool:
@@ -320,6 +336,25 @@ def _vote(buf: torch.Tensor, mon: Monitor, opts: SolverOptions, is_main: bool) -
                 mon.iteration, {"step": mon.history.step[-1], "error": mon.history.error[-1],
                                 "time": mon.elapsed()}):
             buf[-1] = 2.0
+
+
+def _round_buffer(local, cfg: RoundConfig, rnd: int, size: int, voting: bool,
+                  like: torch.Tensor) -> torch.Tensor:
+    """Start round ``rnd``: fire an injected fault if one is due; a zero message of ``size``
+    numbers (+1 slot for the driver's vote on the time budget / callback)."""
+    if cfg.fault is not None:
+        cfg.fault.maybe_fire(local[0].rank, rnd)
+    return torch.zeros(size + (1 if voting else 0), dtype=like.dtype, device=like.device)
+
+
+def _reduce_round(buf: torch.Tensor, comm, mon: Monitor, opts: SolverOptions, voting: bool,
+                  is_main: bool):
+    """Cast the vote, all-reduce the round's message; ``(reduced, vote, bytes sent)``."""
+    if voting:
+        _vote(buf, mon, opts, is_main)
+    nbytes = buf.numel() * buf.element_size()
+    buf = comm(buf, "sum")
+    return buf, (float(buf[-1]) if voting else 0.0), nbytes
 
 
 def _record(mon: Monitor, D: torch.Tensor, D_old: torch.Tensor, C: torch.Tensor, d_query: int,
@@ -360,19 +395,13 @@ def _paper_rounds(local, C, D, comm, cfg, mon, state, voting, is_main, setup_byt
     D_old = D
     while status is None:
         rnd += 1
-        if cfg.fault is not None:
-            cfg.fault.maybe_fire(local[0].rank, rnd)
-        buf = torch.zeros(n_c + n_d + (1 if voting else 0), dtype=C.dtype, device=C.device)
+        buf = _round_buffer(local, cfg, rnd, n_c + n_d, voting, C)
         for w in local:
             Cp, Dp = w.local_update(C, D, rnd, cfg)
             buf[:n_c] += Cp.reshape(-1)
             buf[n_c:n_c + n_d] += Dp.reshape(-1)
-        if voting:
-            _vote(buf, mon, opts, is_main)
-        bytes_per_round = buf.numel() * buf.element_size()
+        buf, vote, bytes_per_round = _reduce_round(buf, comm, mon, opts, voting, is_main)
         bytes_sent += bytes_per_round
-        buf = comm(buf, "sum")
-        vote = float(buf[-1]) if voting else 0.0
         D_old, C = D, (buf[:n_c] / M).reshape(C.shape)
         D = (buf[n_c:n_c + n_d] / M).reshape(D.shape)
         state["D"], state["C"] = D, C
@@ -452,6 +481,82 @@ def _gram_rounds(local, C, D, comm, cfg, mon, state, voting, is_main, setup_byte
         state["D"], state["C"] = D, C
         status = _record(mon, D, D_old, C, dq, vote)
     return _final(mon, D, D_old, status, dq), status, bytes_per_round, bytes_sent, setup_bytes
+
+
+def _cg_rounds(local, C, D, comm, cfg, reference, denominator, is_main, on_round) -> RoundsOutput:
+    """Distributed CG on the normal equations ``W (A Aᵀ) = B Aᵀ`` (module docstring)."""
+    opts = cfg.opts
+    n, nq = C.shape[0], D.shape[0]
+    dq = D.shape[1]
+    if on_round is not None:
+        on_round(0)
+    # set-up: R₀ = B Aᵀ = Σ B^μ A^μᵀ, ‖A‖_F², ‖B‖_F² in one all-reduce
+    buf = torch.zeros(nq * n + 2, dtype=C.dtype, device=C.device)
+    for w in local:
+        buf[:nq * n] += (w.B @ w.A.T).reshape(-1)
+        buf[-2] += _norm64(w.A) ** 2
+        buf[-1] += _norm64(w.B) ** 2
+    setup_bytes = buf.numel() * buf.element_size()
+    buf = comm(buf, "sum")
+    R = buf[:nq * n].reshape(nq, n).clone()
+    a_norm, b_norm = math.sqrt(float(buf[-2])), math.sqrt(float(buf[-1]))
+    W = torch.zeros(nq, n, dtype=C.dtype, device=C.device)
+    P, rr = R.clone(), (R * R).sum(dim=1)
+    st = {"W": W, "R": R, "best": (math.inf, W, 0), "checked": -10, "check_bytes": 0}
+
+    def true_check() -> float:
+        """LSQR's tests on the true residual: ‖B − W A‖² and (B − W A) Aᵀ summed over shards."""
+        b = torch.zeros(nq * n + 1, dtype=C.dtype, device=C.device)
+        for w in local:
+            Rm = w.B - st["W"] @ w.A
+            b[:nq * n] += (Rm @ w.A.T).reshape(-1)
+            b[-1] += _norm64(Rm) ** 2
+        st["check_bytes"] += b.numel() * b.element_size()
+        b = comm(b, "sum")
+        return lsq_ratio(math.sqrt(max(float(b[-1]), 0.0)), _norm64(b[:nq * n]), b_norm, a_norm,
+                         _norm64(st["W"]))
+
+    def residual() -> float:
+        rec = _norm64(st["R"])                        # replicated: the same gate on every rank
+        if rec < st["best"][0]:
+            st["best"] = (rec, st["W"], mon.iteration)
+        if not cg_check_due(rec, opts.tol, a_norm, b_norm, mon.iteration, st["checked"]):
+            return math.inf
+        st["checked"] = mon.iteration
+        return true_check()
+
+    voting = opts.time_budget is not None or opts.callback is not None
+    mon = Monitor(_quiet(opts, progress=opts.progress and is_main), reference,
+                  desc=f"rounds(M={cfg.workers}, cg)", denominator=denominator,
+                  residual=residual, residual_only=True)
+    mon.on_round = on_round
+    bytes_per_round = bytes_sent = 0
+    status, rnd = None, 0
+    D_old = D
+    while status is None:
+        rnd += 1
+        buf = _round_buffer(local, cfg, rnd, nq * n, voting, C)
+        for w in local:
+            buf[:nq * n] += ((P @ w.A) @ w.A.T).reshape(-1)
+        buf, vote, bytes_per_round = _reduce_round(buf, comm, mon, opts, voting, is_main)
+        bytes_sent += bytes_per_round
+        W, R, P, rr, _, broke = normal_cg_step(W, R, P, rr, buf[:nq * n].reshape(nq, n))
+        st["W"], st["R"] = W, R
+        D_old, D = D, W @ C
+        status = _record(mon, D, D_old, C, dq, vote)
+        if status is None and broke:
+            # no search direction left: the true residual check decides
+            val = true_check()
+            mon.last_residual = val
+            status = Status.CONVERGED if val <= opts.tol else Status.INEXACT
+            mon.close()
+    if status is Status.NON_FINITE and not bool(torch.isfinite(D).all()):
+        D = D_old if bool(torch.isfinite(D_old).all()) else torch.zeros_like(D)
+    elif status is not Status.CONVERGED and st["best"][1] is not W:
+        D = st["best"][1] @ C                         # never worse than the best residual seen
+    return _output(mon, D, status, local, bytes_per_round=bytes_per_round,
+                   setup_bytes=setup_bytes, bytes_sent=bytes_sent + st["check_bytes"], mode="cg",
+                   best_iteration=st["best"][2])
 
 
 def _quiet(opts: SolverOptions, progress: bool) -> SolverOptions:

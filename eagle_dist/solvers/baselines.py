@@ -22,8 +22,9 @@ import torch
 
 from ..result import History, SolveResult, Status
 from ..result import safe_norm
-from ..control import (Monitor, SolverOptions, _norm64, pow2_scale, reference_tensor, resolve_device,
-                     resolve_dtype, scaled_tensors, to_tensors)
+from ..control import (Monitor, SolverOptions, _norm64, cg_check_due, lsq_ratio, normal_cg_step,
+                       pow2_scale, reference_tensor, relative_residual, resolve_device,
+                       resolve_dtype, scaled_tensors, to_tensors)
 
 LSTSQ_DRIVERS = ("gelsd", "gelsy")
 
@@ -87,16 +88,13 @@ def lsq_check(A, B, W, tol: float, a_norm: Optional[float] = None):
     Returns ``(value, a_norm)``: ``value = min(S1 ratio, S2 ratio)`` — ``≤ tol`` means passed —
     scaled by the data, so it means the same for data at any scale.
     """
-    import math as _m
     xp_norm = (lambda x: _norm64(x)) if isinstance(A, torch.Tensor) else (lambda x: safe_norm(x))
     if a_norm is None:
         a_norm = xp_norm(A)
     R = B - W @ A
     r = xp_norm(R)
-    s1 = r / max(xp_norm(B) + a_norm * xp_norm(W), 1e-300)
-    s2 = xp_norm(R @ A.T) / max(a_norm * r, 1e-300) if r > 0 else 0.0
-    val = min(s1, s2)
-    return (val if _m.isfinite(val) else _m.inf), a_norm
+    val = lsq_ratio(r, xp_norm(R @ A.T) if r > 0 else 0.0, xp_norm(B), a_norm, xp_norm(W))
+    return val, a_norm
 
 
 def cg(problem, opts: SolverOptions) -> SolveResult:
@@ -128,6 +126,19 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
     rr = (R * R).sum(dim=1)                          # (n',) one CG per row
     D = torch.zeros(problem.n_query, problem.d_query, dtype=dtype, device=device)
     st = {"W": W, "R": R, "best": (math.inf, W, 0), "checked": -10}
+    system = estimate = reset = None
+    if opts.target_residual is not None:
+        # target_residual: the residual B − W A of the system itself, by recurrence
+        # (r ← r − α P A, the product P A is formed anyway); the monitor computes the true one
+        # whenever the recurrence passes and resynchronises it when it drifted
+        st["r"] = B.clone()
+        system = (A, B, lambda _D: st["W"])
+
+        def estimate() -> float:
+            return _norm64(st["r"]) / b_norm if b_norm > 0 else _norm64(st["r"])
+
+        def reset(_true: float) -> None:
+            st["r"] = B - st["W"] @ A
 
     def residual() -> float:
         rec = _norm64(st["R"])                       # recurrence ‖(B − WA)Aᵀ‖ (cheap)
@@ -135,7 +146,7 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
             st["best"] = (rec, st["W"], mon.iteration)
         # the true residual costs one more product: compute it only when the recurrence says
         # the S2 test may pass (‖B − WA‖ ≤ ‖B‖ for every CG iterate), or every 10 iterations
-        if rec > opts.tol * a_norm * b_norm and mon.iteration - st["checked"] < 10:
+        if not cg_check_due(rec, opts.tol, a_norm, b_norm, mon.iteration, st["checked"]):
             return math.inf
         st["checked"] = mon.iteration
         val, _ = lsq_check(A, B, st["W"], opts.tol, a_norm)
@@ -143,31 +154,33 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
 
     mon = Monitor(opts, ref, desc="cg",
                   denominator=(problem.error_denominator / unscale) if want_ref else None,
-                  residual=residual, residual_only=True)
+                  residual=residual, residual_only=True, system=system, system_estimate=estimate,
+                  system_reset=reset)
     status = None
     while status is None:
-        Q = (P @ A) @ A.T                            # P (A Aᵀ), (n', n)
-        pq = (P * Q).sum(dim=1)
-        alpha = torch.where(pq > 0, rr / torch.where(pq > 0, pq, torch.ones_like(pq)), torch.zeros_like(pq))
-        W = W + alpha[:, None] * P
-        R = R - alpha[:, None] * Q
-        rr_new = (R * R).sum(dim=1)
-        beta = torch.where(rr > 0, rr_new / torch.where(rr > 0, rr, torch.ones_like(rr)), torch.zeros_like(rr))
-        P = R + beta[:, None] * P
-        rr = rr_new
+        PA = P @ A
+        Q = PA @ A.T                                 # P (A Aᵀ), (n', n)
+        W, R, P, rr, alpha, broke = normal_cg_step(W, R, P, rr, Q)
+        if system is not None:
+            st["r"] = st["r"] - alpha[:, None] * PA
         st["W"], st["R"] = W, R
         D_old, D = D, W @ C
         status = mon.record(D, D_old)
-        if status is None and not bool((pq > 0).any()):
+        if status is None and broke:
             # breakdown: no search direction left; the residual check decides
-            val, _ = lsq_check(A, B, W, opts.tol, a_norm)
-            mon.last_residual = val
-            status = Status.CONVERGED if val <= opts.tol else Status.INEXACT
+            if system is not None:
+                val = relative_residual(A, B, W)
+                mon.last_system_residual = val
+                status = Status.CONVERGED if val <= opts.target_residual else Status.INEXACT
+            else:
+                val, _ = lsq_check(A, B, W, opts.tol, a_norm)
+                mon.last_residual = val
+                status = Status.CONVERGED if val <= opts.tol else Status.INEXACT
             mon.close()
     if status is Status.NON_FINITE and not bool(torch.isfinite(D).all()):
         # the status promises the last finite iterate, never NaNs
         D = D_old if bool(torch.isfinite(D_old).all()) else torch.zeros_like(D)
-    elif status is not Status.CONVERGED and st["best"][1] is not W:
+    elif status is not Status.CONVERGED and system is None and st["best"][1] is not W:
         D = st["best"][1] @ C                        # never worse than the best residual seen
     D_np = (D.to(torch.float64) * unscale).to(dtype).cpu().numpy()
     if not np.isfinite(D_np).all():
@@ -177,7 +190,8 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
                        error=problem.error(D_np) if ref is not None else float("nan"),
                        info={"device": str(device), "check": mon.last_residual,
                              "check_rule": "min(S1, S2) of LSQR on B - W A",
-                             "best_iteration": st["best"][2]})
+                             "best_iteration": st["best"][2],
+                             **({"rel_residual": mon.last_system_residual} if system else {})})
 
 
 def _krylov(problem, opts: SolverOptions, which: str) -> SolveResult:
@@ -206,8 +220,13 @@ def _krylov(problem, opts: SolverOptions, which: str) -> SolveResult:
     t0 = time.perf_counter()
     solver = spla.lsmr if which == "lsmr" else spla.lsqr
     rows, iters, istops = [], [], []
+    target = opts.target_residual
     for i in range(problem.n_query):
-        kw = dict(atol=opts.tol, btol=opts.tol)
+        # target_residual: SciPy's first test with atol = 0 is ‖b − Aᵀwᵀ‖ ≤ btol ‖b‖ row by row
+        # (so ‖W A − B‖_F ≤ btol ‖B‖_F), on its recurrence residual; conlim = 0 switches the
+        # condition-number stop off; the true residual is checked below
+        kw = dict(atol=opts.tol, btol=opts.tol) if target is None else \
+            dict(atol=0.0, btol=target, conlim=0.0)
         if which == "lsmr":
             kw["maxiter"] = opts.max_iter
         else:
@@ -230,8 +249,16 @@ def _krylov(problem, opts: SolverOptions, which: str) -> SolveResult:
     W_np = np.asarray(W.get() if use_cupy else W, dtype=np.float64)
     check, _ = lsq_check(problem.A.astype(np.float64) / s_a, problem.B.astype(np.float64) / s_b,
                          W_np * (s_a / s_b), opts.tol)
+    info = {}
+    if target is not None:
+        rel = relative_residual(torch.from_numpy(problem.A.astype(np.float64) / s_a),
+                                torch.from_numpy(problem.B.astype(np.float64) / s_b),
+                                torch.from_numpy(W_np * (s_a / s_b)))
+        info["rel_residual"] = rel
     if any(s == 7 for s in istops):
         status = Status.MAX_ITERATIONS
+    elif target is not None:
+        status = Status.CONVERGED if rel <= target else Status.INEXACT
     elif any(s in (3, 6) for s in istops) or check > max(10 * opts.tol, 100 * np.finfo(dt).eps):
         # (slack 10x: SciPy tests its recurrence residual, which drifts from the true one by
         # rounding; the check is there to catch answers that are not solutions at all)
@@ -244,7 +271,7 @@ def _krylov(problem, opts: SolverOptions, which: str) -> SolveResult:
                        method=which, error=err,
                        info={"istop": ",".join(map(str, istops)), "check": check,
                              "check_rule": "min(S1, S2) of LSQR on B - W A",
-                             "krylov_backend": "cupy" if use_cupy else "scipy"})
+                             "krylov_backend": "cupy" if use_cupy else "scipy", **info})
 
 
 def lsmr(problem, opts: SolverOptions) -> SolveResult:

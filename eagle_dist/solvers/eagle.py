@@ -40,8 +40,8 @@ import torch
 from ..kernels import (default_rcond, eagle_update, lift_cap, lift_point, orthonormal_sketch,
                        sampling_sketch, spectral_norm_sq, well_conditioned)
 from ..result import SolveResult, Status
-from ..control import (Monitor, SolverOptions, _norm64, reference_tensor, resolve_device, resolve_dtype,
-                     scaled_tensors)
+from ..control import (Monitor, SolverOptions, _norm64, identity_c, reference_tensor, resolve_device,
+                       resolve_dtype, scaled_tensors)
 
 SKETCH_KINDS = ("orthonormal", "sample")
 
@@ -118,6 +118,15 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
     # handled at unit scale, and D = (s_B s_C / s_A) D' is undone at the end.
     A, B, C, (s_a, s_b, s_c) = scaled_tensors(problem, device, dtype)
     unscale = s_b * s_c / s_a
+    system = None
+    if opts.target_residual is not None:
+        # the residual of W A = B needs W; EAGLE's iterate is D = W C, which is W when C = I
+        # (scaled: D' = D s_A / s_B and ‖D' A' − B'‖ / ‖B'‖ = ‖D A − B‖ / ‖B‖)
+        if not identity_c(problem):
+            raise ValueError(f"target_residual: method {method_name!r} iterates D = W C and can "
+                             "measure ‖W A − B‖ only when C is the identity (D = W); use "
+                             "method='cg', 'lsmr' or 'lsqr' (they track W), or target_error")
+        system = (A, B, lambda D_: D_)
     D = torch.zeros(problem.n_query, problem.d_query, dtype=dtype, device=device)
     want_ref = opts.record_error or opts.target_error is not None
     ref = reference_tensor(problem, device, want_ref)
@@ -162,7 +171,7 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
                   C0_norm=_norm64(C), certify_from=certify_from,
                   guard_from=(cap + 1) if (eta > 0.0 and sketch_size is None) else None,
                   certifier=certifier if eta > 0.0 else None,
-                  residual=grad_residual if eta == 0.0 else None)
+                  residual=grad_residual if eta == 0.0 else None, system=system)
     frozen_at = None
     ab_steps = 0
     rho = 1.0
@@ -222,6 +231,8 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
         info["range"] = range_note
     if eta == 0.0 and not math.isnan(mon.last_residual):
         info["residual"] = mon.last_residual
+    if system is not None:
+        info["rel_residual"] = mon.last_system_residual
     if sketch_size is not None:
         info.update(sketch_size=sketch_size, sketch_kind=sketch_kind)
     if accelerate:
