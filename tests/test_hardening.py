@@ -225,6 +225,8 @@ def test_no_pointers_to_documents_users_do_not_have():
     root = pathlib.Path(__file__).resolve().parents[1]
     files = ["eagle_dist/config.py", "eagle_dist/cli.py", "eagle_dist/data/generators.py",
              "eagle_dist/data/suitesparse.py", "eagle_dist/distributed/shards.py",
+             *[str(p.relative_to(root)) for p in (root / "eagle_dist" / "model").glob("*.py")],
+             *[str(p.relative_to(root)) for p in (root / "configs" / "train").glob("*.yaml")],
              *[str(p.relative_to(root)) for p in (root / "configs").glob("*.yaml")]]
     for f in files:
         text = (root / f).read_text()

@@ -2,7 +2,7 @@
 runs. ``configs/train/<regime>.yaml`` ship the paper's recipe; any field can be overridden on the
 command line as ``section.key=value`` (``eagle-dist train --config unconstrained optim.steps=500``).
 
-The three regimes differ only in widths, head structure and feature masks (PAPER-NOTES §2.3-2.5):
+The three regimes differ only in widths, head structure and feature masks:
 
 * ``unconstrained``: Q/K/V/P width ``d + d'`` (20), ``heads`` heads (1; 8 for the pruning study).
 * ``compute_limited``: Q/K width ``r`` (5), V/P width ``r + d'`` (7), one head.

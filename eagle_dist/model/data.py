@@ -1,4 +1,5 @@
-"""Batched training prompts, generated in torch on the training device (PAPER-NOTES §2.1).
+"""Batched training prompts, generated in torch on the training device (the paper's "Data
+generation" paragraph).
 
 ``X = R₁ R₂ᵀ / √s`` with the rows of R₁ ∈ R^{(n+n')×s}, R₂ ∈ R^{(d+d')×s} i.i.d. N(0, Σ),
 Σ = diag(aniso^i), i = 1..s — the batched twin of :func:`eagle_dist.data.paper_training`

@@ -1,4 +1,5 @@
-"""Algorithm extraction from a trained checkpoint (PAPER-NOTES §2.7-2.8), automated.
+"""Algorithm extraction from a trained checkpoint (the paper's "Algorithm extraction" and its
+appendix), automated.
 
 Pipeline (``extract(checkpoint)``; ``eagle-dist extract --checkpoint …``):
 
@@ -484,7 +485,7 @@ def write_report(ex: Extraction, model: LinearTransformer, out: str) -> str:
     zero = ex.mse["zero predictor"]
     for k, v in ex.mse.items():
         L.append(f"| {k} | {v:.4g} | {zero / v if v > 0 else float('inf'):.1f}x |")
-    L += ["", "Calibration (PAPER-NOTES §2.8): EAGLE-like ≈ 6.4e-3 (14.5x), best constants ≈ 1.8e-3,"
+    L += ["", "Calibration (4-layer reference iterations on 1,024 prompts of this distribution, numpy): EAGLE-like ≈ 6.4e-3 (14.5x), best constants ≈ 1.8e-3,"
           " GD-like 0.017-0.026.", ""]
     L += ["## Fidelity (paper Table 1): mean (Z_ℓ^TF − Z_ℓ^alg)² per entry", "",
           "| layer | this model | paper |", "|---|---|---|"]

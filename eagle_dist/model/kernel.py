@@ -11,7 +11,7 @@ machine μ does inside the transformer — and:
   paper's, (n + n')·d' numbers per round.
 
 Two things of the transformer are not sent: what head μ writes into *other* machines' A/B columns
-(the learned structure makes it ≈ 0; PAPER-NOTES §2.5) and the differences between the copies of
+(the learned structure makes it ≈ 0) and the differences between the copies of
 C, D. :func:`kernel_check` measures the effect: per-round error against the transformer's own
 layer readouts, against distributed EAGLE with the same shards, and against ``B A⁺ C``.
 

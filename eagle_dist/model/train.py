@@ -409,7 +409,7 @@ def write_run_report(res: TrainResult, cfg: TrainConfig) -> None:
         log.warning("matplotlib not installed: no loss.png")
 
 
-#: calibration (PAPER-NOTES §2.8): a 4-layer EAGLE iteration reaches ≈ 6.4e-3 (14.5x), a GD-like
+#: calibration (4-layer reference iterations on 1,024 prompts, numpy): a 4-layer EAGLE iteration reaches ≈ 6.4e-3 (14.5x), a GD-like
 #: rule only 0.017-0.026 (3.6-5.4x)
 EAGLE_LIKE_MSE = 6.4e-3
 GD_LIKE_MSE = 0.017

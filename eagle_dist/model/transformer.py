@@ -1,4 +1,4 @@
-"""The attention-only linear transformer of the paper, in its three regimes (PAPER-NOTES §2.2-2.5).
+"""The attention-only linear transformer of the paper, in its three regimes.
 
 Tokens are the rows of the prompt ``Z₀ = [[A, C], [B, 0]]`` (n complete tokens, n' query tokens);
 there is no embedding, normalisation, MLP, bias or softmax. Layer ℓ::
@@ -14,7 +14,7 @@ all of them (unconstrained, compute-limited) or its machine's block (distributed
 block μ = [A^μ, C^μ]; its projection W_P writes every block and is the only cross-machine channel).
 
 The prediction is ``-D_L`` (``readout: neg``): one layer preserves ``D − B A⁺ C``, so a contracting C
-drives D_L towards ``−B A⁺ C`` (PAPER-NOTES §2.3; von Oswald's and Ahn's convention). In the
+drives D_L towards ``−B A⁺ C`` (the convention of von Oswald et al. and Ahn et al.). In the
 distributed regime the D copies of the M blocks are averaged.
 """
 from __future__ import annotations
@@ -121,7 +121,7 @@ def features(mc: ModelConfig) -> int:
 
 
 def widths(mc: ModelConfig):
-    """(heads, Q/K width k, V/P width kv) of the regime (PAPER-NOTES §2.3-2.5, item 20)."""
+    """(heads, Q/K width k, V/P width kv) of the regime; V/P keeps a d'-wide channel for the query columns."""
     if mc.regime == "compute_limited":
         return mc.heads, mc.r, mc.r + mc.d_query
     if mc.regime == "distributed":
