@@ -58,7 +58,7 @@ def test_distributed_cg_bad_arguments(prob):
         solve(prob, "lsmr", workers=2)
 
 
-@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.slow), "ray"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("ray", marks=pytest.mark.slow)])
 def test_distributed_cg_on_processes_matches_inprocess(prob, backend):
     if backend == "ray":
         pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ray]')")
