@@ -49,6 +49,7 @@ def test_kappa_sweep_smoke(tmp_path):
     assert res.headline["cg_over_eagle_iterations"] > 1
 
 
+@pytest.mark.slow          # ~10 s; the kappa smoke covers the shared sweep machinery in the default suite
 def test_sketch_sweep_smoke(tmp_path):
     res = centralized.sketch_sweep(out=str(tmp_path / "sketch"), smoke=True, progress=False)
     _check_outputs(res, ["sketch.csv", "sketch_summary.csv", "sketch_speedup.csv"],

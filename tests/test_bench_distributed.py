@@ -54,6 +54,7 @@ def test_rounds_smoke_writes_files_and_true_counts(tmp_path):
     assert res.headline["eagle_rounds_max"] <= 35
 
 
+@pytest.mark.slow          # ~10 s (spawns torch ranks); the rounds smoke covers the distributed sweeps in the default suite
 def test_backends_smoke_inprocess_and_torch(tmp_path):
     res = backends_sweep(str(tmp_path), smoke=True, progress=False)
     for name in ("per_round.csv", "per_round_summary.csv", "accelerate.csv", "normalization.csv",

@@ -252,7 +252,7 @@ def test_extraction_recovers_a_planted_eagle_exactly(regime, tmp_path):
     a12 = [-1.0 / s ** 2 for s in scale]
     a13 = [-1.9 / s ** 2 for s in scale]
     m = planted_model(c, a12, a13)
-    ex = extract("<planted>", prompts=60, model=m, cfg=c)
+    ex = extract("<planted>", prompts=30, model=m, cfg=c)
     assert ex.has_structure, ex.reasons
     M = c.model.machines if regime == "distributed" else 1
     for s, x12, x13 in zip(ex.structures, a12, a13):
@@ -274,7 +274,7 @@ def test_extraction_recovers_a_planted_eagle_exactly(regime, tmp_path):
 def test_extraction_says_no_structure_on_random_weights(regime, tmp_path):
     c = cfg_of(f"model.regime={regime}", "model.init_std=0.1")
     m = LinearTransformer(c.model, seed=4)
-    ex = extract("<random>", prompts=60, model=m, cfg=c)
+    ex = extract("<random>", prompts=30, model=m, cfg=c)
     assert not ex.has_structure and ex.reasons
     text = open(write_report(ex, m.double(), str(tmp_path))).read()
     assert "no EAGLE structure" in text
