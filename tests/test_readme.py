@@ -78,3 +78,15 @@ def test_cli_example_runs_as_written(line, tmp_path, monkeypatch):
     except SystemExit as exc:                                 # --help exits through argparse
         code = exc.code
     assert code == 0, line
+
+
+def test_learned_kernel_block_prints_what_it_says(capsys, monkeypatch):
+    """The transformer section's Python block (the committed distributed checkpoint as the
+    runtime's kernel) runs from the repository root and prints the figures in its comment."""
+    code = _block("## Transformers that discover EAGLE", "python")
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])
+    exec(compile(code, "README.md", "exec"), {})                # noqa: S102 - the README's code
+    printed = capsys.readouterr().out.split()
+    stated = re.search(r"# (\w+) (\d+) (\d+) ([0-9.]+)…", code).groups()
+    assert printed[:3] == list(stated[:3])
+    assert printed[3].startswith(stated[3])
