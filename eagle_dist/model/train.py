@@ -388,7 +388,7 @@ def write_run_report(res: TrainResult, cfg: TrainConfig) -> None:
              f"- per layer: " + ", ".join(f"{v:.4g}" for v in t.get("per_layer", [])),
              f"- loss spikes (> {SPIKE_FACTOR:g}x running median): {res.spikes}; skipped "
              f"non-finite steps: {res.skipped}; clipped steps: {100 * res.clipped_fraction:.1f}%",
-             "", verdict(mse, zero), ""]
+             "", verdict(mse, zero, t.get("median", float("nan"))), ""]
     with open(os.path.join(d, "summary.md"), "w") as f:
         f.write("\n".join(lines))
     try:
@@ -415,10 +415,15 @@ EAGLE_LIKE_MSE = 6.4e-3
 GD_LIKE_MSE = 0.017
 
 
-def verdict(mse: float, zero: float) -> str:
+def verdict(mse: float, zero: float, median: float = float("nan")) -> str:
     if not math.isfinite(mse):
         return "**Verdict: the model's test MSE is not finite: the run blew up.**"
     red = zero / mse if mse > 0 else float("inf")
+    if mse > zero and math.isfinite(median) and median < 0.5 * zero:
+        return (f"**Verdict: unstable.** The median test MSE is {median:.3g} ({zero / median:.1f}x "
+                f"below the zero predictor) but the mean is {mse:.3g}: on a few test prompts the "
+                "learned iteration blows up (its per-layer constants are fixed, so a prompt whose "
+                "‖A‖₂ exceeds the scale seen in training gets an unstable step).")
     if mse <= EAGLE_LIKE_MSE * 1.5:
         return (f"Verdict: {red:.1f}x below the zero predictor, at or below the EAGLE calibration "
                 f"(~{EAGLE_LIKE_MSE:g}): consistent with an EAGLE-like (second-order) rule.")
