@@ -243,7 +243,7 @@ def haar_sketch_stats(d: int, r: int, draws: int = 200, seed: int = 0) -> Dict[s
 # replay through the kernel
 
 
-def _rule_from(structs: List[LayerStructure], model: LinearTransformer):
+def _rule_from(structs: List[LayerStructure]):
     """Per layer (per machine): ηρ = −α₁α₂ and γρ = −α₁α₃ (kernel form), and the sketch."""
     rule = []
     for s in structs:
@@ -429,7 +429,7 @@ def _extract(checkpoint, prompts, seed, model, cfg) -> Extraction:
         ratio = float(np.median([g / e for g, e in pairs])) if pairs else float("nan")
 
         # 6. replay and fidelity
-        rule = _rule_from(structs, model)
+        rule = _rule_from(structs)
         tf_traj = [z for z in traj]
         alg = replay(test.X, model, rule)
         table1 = fidelity(tf_traj, alg)

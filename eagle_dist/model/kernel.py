@@ -43,6 +43,7 @@ class LearnedKernel:
         self.rank = rank
         self.layer = 0
         self._model: Optional[LinearTransformer] = None
+        self._cfg: Optional[TrainConfig] = None
 
     @classmethod
     def from_checkpoint(cls, path: str) -> "LearnedKernel":
@@ -64,7 +65,9 @@ class LearnedKernel:
 
     @property
     def cfg(self) -> TrainConfig:
-        return train_config_from_dict(self.config)
+        if self._cfg is None:              # parsed once, not on every round
+            self._cfg = train_config_from_dict(self.config)
+        return self._cfg
 
     def _get_model(self, dtype, device) -> LinearTransformer:
         if self._model is None:
