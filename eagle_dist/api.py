@@ -92,9 +92,12 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
     if threads is not None and (isinstance(threads, (bool, np.bool_))
                                 or not isinstance(threads, (int, np.integer)) or threads < 1):
         raise ValueError(f"threads={threads!r} must be a positive integer or None (automatic)")
-    if not isinstance(problem, Problem):
-        raise TypeError(f"problem must be an eagle_dist.Problem, got {type(problem).__name__}; build "
-                        "one with Problem.from_arrays(A, B, C) or eagle_dist.data generators")
+    from .data.store import ColumnStore
+    sharded = isinstance(problem, ColumnStore)
+    if not (isinstance(problem, Problem) or sharded):
+        raise TypeError(f"problem must be an eagle_dist.Problem or a ColumnStore, got "
+                        f"{type(problem).__name__}; build one with Problem.from_arrays(A, B, C), "
+                        "eagle_dist.data generators or eagle_dist.data.store.ColumnStore.open(DIR)")
     if method not in METHODS:
         raise ValueError(f"method={method!r} is unknown; choose one of {sorted(METHODS)}")
     if backend not in BACKENDS:
@@ -105,7 +108,11 @@ def solve(problem: Problem, method: str = "eagle", *, tol: float = 1e-10, max_it
                          target_residual=target_residual, time_budget=time_budget, callback=callback, device=device, dtype=dtype,
                          seed=seed, progress=progress, record_error=record_error,
                          patience=patience).validate()
-    distributed = workers > 1 or backend != "inprocess" or kernel is not None
+    distributed = workers > 1 or backend != "inprocess" or kernel is not None or sharded
+    if sharded and method not in DISTRIBUTED_METHODS:
+        raise ValueError(f"method={method!r} on a column store: a store is solved by distributed "
+                         "workers that each read their own columns ('eagle', 'gd' or 'cg'); for "
+                         f"another method load it whole with store.to_problem()")
     if distributed:
         if method not in DISTRIBUTED_METHODS:
             raise ValueError(f"method={method!r} has no distributed form; use 'eagle', 'gd' or 'cg' "
@@ -201,6 +208,9 @@ def run_config(cfg, *, progress: bool = False) -> "tuple[Problem, SolveResult]":
               progress=progress, eta=sc.eta, gamma=sc.gamma, accelerate=sc.accelerate)
     if sc.method == "eagle":
         kw["rcond"] = sc.rcond
+    from .data.store import ColumnStore
+    if isinstance(problem, ColumnStore):
+        kw["record_error"] = problem.has_d_true      # no reference unless the store carries one
     if sc.workers > 1 or sc.backend != "inprocess":
         kw.update(workers=sc.workers, backend=sc.backend,
                   shards=shards if shards is not None else sc.shards,

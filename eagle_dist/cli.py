@@ -87,6 +87,9 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("problem (synthetic unless --mtx)")
     g.add_argument("--mtx", help="Matrix Market file (.mtx/.mtx.gz) or shipped SuiteSparse name, "
                                  "e.g. HB/dwt_1007 (the paper's real-data protocol)")
+    g.add_argument("--store", help="a column-store folder (`eagle-dist shard`): distributed "
+                                   "workers each read only their own columns; the driver never "
+                                   "reads A")
     g.add_argument("--c-block", default="rest", choices=["rest", "identity"],
                    help="with --mtx: C = remaining columns, or I (solve w A = B)")
     g.add_argument("--rank", type=int, default=None, help="rank of A (synthetic) / of the matrix (--mtx)")
@@ -149,7 +152,11 @@ def build_problem(args):
     """``(problem, shards or None)``; ``--distribution alpha`` brings its own column shards."""
     from .api import problem_from_config
     from .config import ProblemConfig
-    if args.mtx:
+    if getattr(args, "store", None):
+        if args.mtx:
+            raise ValueError("--store and --mtx are two problem sources; pass one")
+        pc = ProblemConfig(source="store", path=args.store)
+    elif args.mtx:
         pc = ProblemConfig(source="mtx", path=args.mtx, rank=args.rank, c_block=args.c_block)
     else:
         pc = ProblemConfig(source=args.distribution, n=args.n, d=args.d, n_query=args.nq,
@@ -194,22 +201,32 @@ def cmd_solve(args) -> int:
                          f"{', '.join(sorted(METHODS))}")
     prepare_out_dir(args.out, args.overwrite)
     problem, gen_shards = build_problem(args)
-    distributed = args.workers > 1 or args.backend != "inprocess"
+    from .data.store import ColumnStore
+    sharded = isinstance(problem, ColumnStore)
+    distributed = args.workers > 1 or args.backend != "inprocess" or sharded
     shards = gen_shards if gen_shards is not None else args.shards
     log.info("problem: %s", problem)
-    if distributed and any(m in ("eagle", "gd") for m in methods):
+    record = not args.no_reference
+    if sharded:
+        record = record and problem.has_d_true
+        log.info("column store: %.3g GB of A and B stay on disk; each of %d workers reads its "
+                 "%.3g GB; %s", problem.dense_bytes / 1e9, args.workers,
+                 problem.dense_bytes / args.workers / 1e9,
+                 "errors against the store's D_true" if record else
+                 "no reference (the store has no D_true): status from the residual certificate")
+    if distributed and not sharded and any(m in ("eagle", "gd") for m in methods):
         from .distributed.runtime import choose_mode
         paper = "gd" in methods or choose_mode(args.mode, problem.n, problem.n_query,
                                                problem.d_query) == "paper"
         if paper:                     # α only sets the rounds of the paper's mode
             report_diversity(problem, shards, args.workers)
-    if not args.no_reference:
+    if record and not sharded:
         log.info("reference B A⁺ C (float64 pinv) computed; κ(A) = %.3g", problem.condition_number)
     results = []
     for m in methods:
         kw = dict(tol=args.tol, target_error=args.target_error, max_iter=args.max_iter,
                   time_budget=args.time_budget, device=args.device, dtype=args.dtype,
-                  seed=args.seed, progress=sys.stderr.isatty(), record_error=not args.no_reference,
+                  seed=args.seed, progress=sys.stderr.isatty(), record_error=record,
                   accelerate=args.accelerate, eta=args.eta, gamma=args.gamma, rcond=args.rcond)
         # `is not None`, not truthiness: --sketch-size 0 must reach validation, not run unsketched
         if m in ("eagle", "sgd") and args.sketch_size is not None:
@@ -269,6 +286,36 @@ def cmd_run(args) -> int:
             f.write(f"# eagle-dist run\n\n`{' '.join(sys.argv)}`\n\n{problem!r}\n\n{table}\n")
         print(f"\nwrote {cfg.output.dir}/ (config.yaml, result.json, history.csv, summary.md)")
     return 0 if res.converged else 3
+
+
+def cmd_shard(args) -> int:
+    """Write a column-partitioned store from a Matrix Market file / shipped name or a .npz."""
+    import numpy as np
+    from .data import store as st
+    src = args.input
+    if not (math.isfinite(args.noise) and args.noise >= 0):
+        raise ValueError(f"--noise {args.noise!r} must be a finite standard deviation >= 0")
+    if src.endswith(".npz"):
+        if args.layout != "lstsq" or args.rank is not None or args.noise:
+            log.info("a .npz holds the blocks already: --layout/--rank/--noise are not used")
+        with np.load(src) as z:
+            missing = [k for k in ("A", "B") if k not in z.files]
+            if missing:
+                raise ValueError(f"{src} lacks array(s) {missing}; a .npz input needs A (n x d) "
+                                 "and B (n' x d), optionally C (n x d') and D_true (n' x d')")
+            out = st.write_store(args.out, z["A"], z["B"], z["C"] if "C" in z.files else None,
+                                 z["D_true"] if "D_true" in z.files else None,
+                                 part_columns=args.part_columns, overwrite=args.overwrite,
+                                 meta=dict(source=os.path.abspath(src)))
+    else:
+        out = st.write_store_from_mtx(src, args.out, layout=args.layout, seed=args.seed,
+                                      noise=args.noise, part_columns=args.part_columns,
+                                      rank=args.rank, overwrite=args.overwrite)
+    print(out)
+    print(f"A: {out.n} x {out.d} in {len(out.parts)} parts ({out.dense_bytes / 1e6:.3g} MB of A "
+          f"and B, float64); D_true {'stored' if out.has_d_true else 'not known'}")
+    print(f"solve it with: eagle-dist solve --store {args.out} --workers 4 --backend ray")
+    return 0
 
 
 def cmd_info(args) -> int:
@@ -404,6 +451,24 @@ def main(argv: Optional[List[str]] = None) -> int:
     pr.add_argument("--out", default=None, help="override output.dir")
     pr.add_argument("--overwrite", action="store_true", help="replace results already there")
     pr.set_defaults(fn=cmd_run)
+    pk = sub.add_parser("shard", help="write a column-partitioned store (each distributed "
+                                      "worker then reads only its own columns)")
+    pk.add_argument("input", help="a .mtx/.mtx.gz file, a shipped SuiteSparse name, or a .npz "
+                                  "with arrays A, B (and optionally C, D_true)")
+    pk.add_argument("--out", required=True, help="the store folder to create")
+    pk.add_argument("--layout", default="lstsq", choices=list(("lstsq", "protocol")),
+                    help="lstsq: an m x k matrix as m samples of k features, A = Mᵀ, samples "
+                         "sharded, consistent B in M's row space (D_true known); protocol: the "
+                         "paper's r x r SuiteSparse block (C = I, B = the held-out row or a "
+                         "random consistent one where that row is zero)")
+    pk.add_argument("--part-columns", type=_positive_int, default=None,
+                    help="columns per part file (default: ~8 MiB of A per part)")
+    pk.add_argument("--rank", type=int, default=None, help="protocol layout: rank override")
+    pk.add_argument("--noise", type=float, default=0.0,
+                    help="lstsq layout: N(0, noise²) added to B (D_true then unknown)")
+    pk.add_argument("--seed", type=int, default=0, help="seed of the right-hand side")
+    pk.add_argument("--overwrite", action="store_true", help="replace a store already at --out")
+    pk.set_defaults(fn=cmd_shard)
     pi = sub.add_parser("info", help="devices, backends, versions")
     pi.set_defaults(fn=cmd_info)
     pd = sub.add_parser("demo", help="the main job: a shipped SuiteSparse matrix, EAGLE vs baselines")

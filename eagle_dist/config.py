@@ -7,7 +7,9 @@ A config has three sections; ``inherit: other.yaml`` (relative to the file) merg
     output:    {dir: runs/distributed}
 
 ``problem.source``: ``controlled`` | ``alpha`` (α-controlled shards, :func:`alpha_problem`) |
-``mtx`` (``path``: file or shipped SuiteSparse name) | one of the paper's evaluation distributions.
+``mtx`` (``path``: file or shipped SuiteSparse name) | ``store`` (``path``: a column-store folder,
+each worker reads only its own columns; :mod:`eagle_dist.data.store`) | one of the paper's
+evaluation distributions.
 """
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ import yaml
 
 @dataclass
 class ProblemConfig:
-    source: str = "controlled"          # controlled | alpha | mtx | gaussian | student_t | ...
+    source: str = "controlled"          # controlled | alpha | mtx | store | gaussian | ...
     n: int = 200                        # rows of A
     d: int = 800                        # columns of A (alpha: per worker)
     n_query: int = 2                    # n'
@@ -32,7 +34,7 @@ class ProblemConfig:
     rank: Optional[int] = None
     noise: float = 0.0
     alpha: float = 1.0                  # source=alpha: target diversity index
-    path: Optional[str] = None          # source=mtx
+    path: Optional[str] = None          # source=mtx (file) or store (column-store folder)
     c_block: str = "rest"               # source=mtx
     seed: int = 0
 
@@ -356,12 +358,15 @@ def _validate(cfg: RunConfig, source: str) -> None:
     if pc.c_block not in ("rest", "identity"):
         bad("problem.c_block", pc.c_block, "must be rest or identity")
     from .data.generators import DISTRIBUTIONS
-    sources = ("controlled", "alpha", "mtx", "paper_training") + tuple(DISTRIBUTIONS)
+    sources = ("controlled", "alpha", "mtx", "store", "paper_training") + tuple(DISTRIBUTIONS)
     if pc.source not in sources:
         bad("problem.source", pc.source, f"is unknown; use one of {', '.join(sources)}")
     if pc.source == "mtx" and not pc.path:
         bad("problem.path", pc.path, "is needed with source: mtx (a .mtx file or a shipped "
             "SuiteSparse name such as HB/dwt_1007)")
+    if pc.source == "store" and not pc.path:
+        bad("problem.path", pc.path, "is needed with source: store (a column-store folder "
+            "written by `eagle-dist shard`; each worker reads only its own columns)")
 
 
 def load_config(path: str, overrides: Optional[dict] = None) -> RunConfig:

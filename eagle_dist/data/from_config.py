@@ -15,6 +15,12 @@ def problem_from_config(pc: "ProblemConfig", workers: int = 1):
     torchrun rank builds the same problem)."""
     from . import DISTRIBUTIONS, controlled, distribution, load_suitesparse, paper_training
     from ..problem import check_memory, dense_problem_bytes
+    if pc.source == "store":
+        from .store import ColumnStore
+        if not pc.path:
+            raise ValueError("problem.source=store needs problem.path (a column-store folder "
+                             "written by `eagle-dist shard`)")
+        return ColumnStore.open(pc.path), None        # each worker reads only its own columns
     if pc.source != "mtx":
         d_total = pc.d * (workers if pc.source == "alpha" else 1)
         for name, v in (("n", pc.n), ("d", pc.d), ("n_query", pc.n_query), ("d_query", pc.d_query)):
@@ -39,4 +45,4 @@ def problem_from_config(pc: "ProblemConfig", workers: int = 1):
     if pc.source in DISTRIBUTIONS:
         return distribution(pc.source, pc.n, pc.d, pc.n_query, pc.d_query, rank=pc.rank,
                             noise=pc.noise, seed=pc.seed), None
-    raise ValueError(f"problem.source={pc.source!r}; use controlled, alpha, mtx, paper_training or one of {DISTRIBUTIONS}")
+    raise ValueError(f"problem.source={pc.source!r}; use controlled, alpha, mtx, store, paper_training or one of {DISTRIBUTIONS}")

@@ -91,6 +91,10 @@ def worker_main(A: np.ndarray, B: np.ndarray, C: np.ndarray, reference: Optional
         def t(x):
             return torch.tensor(x, dtype=tdt, device=dev)
 
+        A, B, loaded = _shard_arrays(A, B)
+        A_t, B_t = (_own(x, tdt, dev) for x in (A, B)) if loaded else (t(A), t(B))
+        del A, B
+
         ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
 
         def comm(x: torch.Tensor, op: str) -> torch.Tensor:
@@ -98,14 +102,40 @@ def worker_main(A: np.ndarray, B: np.ndarray, C: np.ndarray, reference: Optional
             return x
 
         ref = None if reference is None else torch.tensor(reference, dtype=torch.float64, device=dev)
-        D0 = torch.zeros(B.shape[0], C.shape[1], dtype=tdt, device=dev)
-        out = run_rounds([ShardWorker(t(A), t(B), kernel, rank)], t(C), D0, comm, cfg, ref,
+        D0 = torch.zeros(B_t.shape[0], C.shape[1], dtype=tdt, device=dev)
+        shard_bytes = (A_t.numel() + B_t.numel()) * A_t.element_size()
+        out = run_rounds([ShardWorker(A_t, B_t, kernel, rank)], t(C), D0, comm, cfg, ref,
                          denominator, is_main=(rank == 0), on_round=on_round)
         res = dict(out.__dict__)
-        res.update(rank=rank, backend=backend, device=str(dev), store="file" if store_file else "env")
+        res.update(rank=rank, backend=backend, device=str(dev), store="file" if store_file else "env",
+                   shard_bytes=shard_bytes, peak_rss_bytes=peak_rss_bytes(),
+                   loaded_by_worker=loaded)
         return res
     finally:
         dist.destroy_process_group()
+
+
+def _shard_arrays(A, B):
+    """``(A, B, loaded)``: a worker's own arrays, read from the store by the worker itself when
+    it was sent a :class:`eagle_dist.data.store.ShardRef` instead of arrays."""
+    from ..data.store import ShardRef
+    if isinstance(A, ShardRef):
+        A, B = A.load()
+        return A, B, True
+    return A, B, False
+
+
+def _own(x: np.ndarray, tdt, dev) -> torch.Tensor:
+    """A tensor over an array this worker owns (no second copy of the shard on CPU)."""
+    return torch.as_tensor(x, dtype=tdt, device=dev)
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory so far (Linux ``ru_maxrss``), in bytes."""
+    import resource
+    import sys
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(r if sys.platform == "darwin" else r * 1024)
 
 
 def init_group(device: str, timeout: float, expected_world: Optional[int] = None,
@@ -391,14 +421,21 @@ def _run_inprocess(payload: List[dict]) -> Dict[str, Any]:
     def t(x):
         return torch.tensor(x, dtype=tdt, device=dev)
 
-    workers = [ShardWorker(t(p["A"]), t(p["B"]), p["kernel"], r) for r, p in enumerate(payload)]
+    workers = []
+    for r, p in enumerate(payload):
+        A, B, loaded = _shard_arrays(p["A"], p["B"])
+        workers.append(ShardWorker(*((_own(x, tdt, dev) for x in (A, B)) if loaded
+                                     else (t(A), t(B))), p["kernel"], r))
+        del A, B
     ref = p0["reference"]
     ref_t = None if ref is None else torch.tensor(ref, dtype=torch.float64, device=dev)
-    D0 = torch.zeros(p0["B"].shape[0], p0["C"].shape[1], dtype=tdt, device=dev)
+    D0 = torch.zeros(workers[0].B.shape[0], p0["C"].shape[1], dtype=tdt, device=dev)
     out = run_rounds(workers, t(p0["C"]), D0, lambda x, op: x, p0["cfg"], ref_t, p0["denominator"],
                      is_main=True)
     res = dict(out.__dict__)
-    res.update(rank=0, backend="inprocess", device=str(dev))
+    res.update(rank=0, backend="inprocess", device=str(dev), peak_rss_bytes=peak_rss_bytes(),
+               shard_bytes=sum((w.A.numel() + w.B.numel()) * w.A.element_size() for w in workers),
+               loaded_by_worker=not isinstance(p0["A"], np.ndarray))
     return res
 
 
@@ -813,6 +850,8 @@ def prepare(problem, opts: SolverOptions, *, method: str = "eagle", workers: int
     if custom and mode == "gram":
         raise ValueError("a custom kernel runs in the paper's mode (mode='paper'): the Gram mode "
                          "is the centralized EAGLE update")
+    from ..data.store import ColumnStore, ShardRef
+    store = problem if isinstance(problem, ColumnStore) else None
     shard_idx = make_shards(problem.d, workers, shards, seed=opts.seed)
     if kernel is None:
         kernel = EagleKernel(eta=eta, gamma=gamma, rcond=rcond)
@@ -820,22 +859,56 @@ def prepare(problem, opts: SolverOptions, *, method: str = "eagle", workers: int
         raise TypeError("kernel must be callable as kernel(A, B, C, D) -> (A, B, C, D)")
     dtype = "float32" if resolve_dtype(opts.dtype, problem.dtype) == torch.float32 else "float64"
     want_ref = opts.record_error or opts.target_error is not None
-    s_a, s_b, s_c = pow2_of(problem.A), pow2_of(problem.B), pow2_of(problem.C)
+    if store is not None:
+        # the driver never reads A or B: scales from the manifest, shards read by the workers
+        C_raw = store.load_C()
+        s_a, s_b = pow2_of(np.array([store.max_abs_A])), pow2_of(np.array([store.max_abs_B]))
+        s_c = pow2_of(C_raw)
+    else:
+        C_raw = problem.C
+        s_a, s_b, s_c = pow2_of(problem.A), pow2_of(problem.B), pow2_of(problem.C)
     if custom and getattr(kernel, "scale_invariant", True) is False:
         s_a = s_b = s_c = 1.0              # a trained model sees the data as it is
     unscale = s_b * s_c / s_a
     cfg = RoundConfig(workers=workers, normalization=normalization, accelerate=accelerate,
                       opts=opts, fault=fault, mode=mode, verify=bool(verify), unscale=unscale,
                       method="cg" if method == "cg" else "eagle")
+    C = C_raw.astype(np.float64) / s_c
+    if store is not None:
+        ref, den = store_reference(store) if want_ref else (None, None)
+        ref = None if ref is None else ref / unscale
+        den = None if den is None else den / unscale
+        contiguous = isinstance(shards, str) and shards == "contiguous"
+        parts = [ShardRef(str(store.path), (int(s[0]), int(s[-1]) + 1) if contiguous else s,
+                          scale_A=s_a, scale_B=s_b) for s in shard_idx]
+        return [dict(A=ref_, B=None, C=C, reference=ref, denominator=den, kernel=kernel, cfg=cfg,
+                     dtype=dtype, device=opts.device or "auto", timeout=timeout)
+                for ref_ in parts]
     A = problem.A.astype(np.float64) / s_a
     B = problem.B.astype(np.float64) / s_b
-    C = problem.C.astype(np.float64) / s_c
     ref = problem.reference / unscale if want_ref else None
     den = problem.error_denominator / unscale if want_ref else None
     return [dict(A=np.ascontiguousarray(A[:, s]), B=np.ascontiguousarray(B[:, s]), C=C,
                  reference=ref, denominator=den, kernel=kernel, cfg=cfg, dtype=dtype,
                  device=opts.device or "auto", timeout=timeout)
             for s in shard_idx]
+
+
+def store_reference(store) -> "tuple[np.ndarray, float]":
+    """``(reference, denominator)`` of a column store without reading A: its ``D_true`` (the
+    known answer it was written with). A store without one has no reference at this scale; ask
+    for it explicitly (``store.to_problem().reference`` loads the whole of A on this machine)."""
+    D = store.load_D_true()
+    if D is None:
+        raise ValueError(f"record_error / target_error need a reference, and store {store.path} "
+                         "has no D_true (the driver never reads A to compute B A⁺ C). Solve with "
+                         "record_error=False (CLI: --no-reference) and rely on the residual "
+                         "certificate, or write the store with a known answer")
+    from ..result import safe_norm
+    den = safe_norm(D)
+    if not den > 0:                     # D̂ = 0: measure against the data scale ‖B‖‖C‖/‖A‖_F
+        den = store.fro_B * safe_norm(store.load_C()) / max(store.fro_A, 1e-300)
+    return D, float(den)
 
 
 def assemble(problem, outs: List[Dict[str, Any]], *, method: str, backend: str, wall: float,
@@ -871,12 +944,26 @@ def assemble(problem, outs: List[Dict[str, Any]], *, method: str, backend: str, 
         frozen = [f for o in outs for f in o["frozen_at"]]
         info["ab_frozen_at_min"], info["ab_frozen_at_max"] = int(min(frozen)), int(max(frozen))
     has_ref = outs[0]["reference"] is not None
+    info.update(worker_peak_rss_bytes=max(int(o.get("peak_rss_bytes", 0)) for o in outs),
+                shard_bytes_max=max(int(o.get("shard_bytes", 0)) for o in outs),
+                driver_peak_rss_bytes=peak_rss_bytes(),
+                loaded_by_worker=bool(out.get("loaded_by_worker", False)))
+    if has_ref:
+        from ..data.store import ColumnStore
+        if isinstance(problem, ColumnStore):
+            from ..result import relative_error
+            ref, den = store_reference(problem)
+            error = relative_error(D, ref, den)
+        else:
+            error = problem.error(D)
+    else:
+        error = float("nan")
     return SolveResult(
         D=D, status=status, iterations=out["rounds"], time_s=wall, history=hist,
         method=method, regime="distributed", backend=backend, workers=cfg.workers,
         bytes_per_worker_per_round=out["bytes_per_round"],
         bytes_total=cfg.workers * (out.get("bytes_sent", 0) + out["setup_bytes"]),
-        error=problem.error(D) if has_ref else float("nan"), info=info)
+        error=error, info=info)
 
 
 def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", workers: int = 2,

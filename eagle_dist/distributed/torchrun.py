@@ -44,9 +44,12 @@ def main(argv: Optional[List[str]] = None) -> int:
         cfg.output.dir = args.out
     sc = cfg.solve
     problem, shards = problem_from_config(cfg.problem, workers=world)
+    from ..data.store import ColumnStore
     opts = SolverOptions(tol=sc.tol, max_iter=sc.max_iter, target_error=sc.target_error,
                          time_budget=sc.time_budget, device=sc.device, dtype=sc.dtype,
-                         seed=sc.seed, progress=False).validate()
+                         seed=sc.seed, progress=False,
+                         record_error=(problem.has_d_true if isinstance(problem, ColumnStore)
+                                       else True)).validate()
     payload = prepare(problem, opts, method=sc.method, workers=world,
                       shards=shards if shards is not None else sc.shards, eta=sc.eta,
                       gamma=sc.gamma, normalization=sc.normalization, accelerate=sc.accelerate,

@@ -1,0 +1,154 @@
+"""Column-partitioned stores: each distributed worker reads only its own columns (issue 9)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from eagle_dist import Problem, solve
+from eagle_dist.data import store as st
+from eagle_dist.data.store import ColumnStore, ShardRef, lstsq_layout, write_store
+
+
+@pytest.fixture(scope="module")
+def consistent(tmp_path_factory):
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((20, 150)) * np.logspace(0, -3, 20)[:, None]
+    W = rng.standard_normal((2, 20))
+    path = tmp_path_factory.mktemp("store") / "s"
+    return A, W, write_store(path, A, W @ A, None, W, part_columns=17)
+
+
+def test_columns_read_back_exactly_from_any_range_or_index_set(consistent):
+    A, W, s = consistent
+    B = W @ A
+    assert (s.n, s.d, s.n_query, s.d_query, len(s.parts)) == (20, 150, 2, 20, 9)
+    for cols in [(0, 150), (16, 18), (40, 41), (33, 140)]:
+        a, b = s.columns(cols)
+        assert a.flags.c_contiguous and a.shape == (20, cols[1] - cols[0])
+        np.testing.assert_array_equal(a, A[:, cols[0]:cols[1]])
+        np.testing.assert_array_equal(b, B[:, cols[0]:cols[1]])
+    idx = np.array([149, 0, 17, 18, 77])
+    a, b = s.columns(idx)
+    np.testing.assert_array_equal(a, A[:, idx])
+    ref = ShardRef(str(s.path), (10, 60), scale_A=4.0, scale_B=0.5)
+    a, b = ref.load()
+    np.testing.assert_array_equal(a, A[:, 10:60] / 4.0)
+    np.testing.assert_array_equal(b, B[:, 10:60] / 0.5)
+    # the manifest alone gives the scale: the largest |entry| and Frobenius norms of A and B
+    assert s.max_abs_A == np.abs(A).max()
+    np.testing.assert_allclose(s.fro_A, np.linalg.norm(A), rtol=1e-12)
+    with pytest.raises(ValueError, match="outside"):
+        s.columns((140, 151))
+
+
+def test_streamed_blocks_give_the_same_store(tmp_path):
+    rng = np.random.default_rng(0)
+    A, B = rng.standard_normal((6, 50)), rng.standard_normal((1, 50))
+    s = write_store(tmp_path / "s", blocks=((A[:, i:i + 7], B[:, i:i + 7]) for i in range(0, 50, 7)),
+                    n=6, n_query=1)
+    np.testing.assert_array_equal(s.columns((0, 50))[0], A)
+    np.testing.assert_array_equal(s.load_C(), np.eye(6))
+    assert not s.has_d_true
+
+
+def test_bad_stores_and_inputs_are_refused_with_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match="eagle-dist shard"):
+        ColumnStore.open(tmp_path)
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((4, 10))
+    write_store(tmp_path / "s", A, A[:1])
+    with pytest.raises(FileExistsError, match="overwrite"):
+        write_store(tmp_path / "s", A, A[:1])
+    write_store(tmp_path / "s", A, A[:1], overwrite=True)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError, match="not empty"):
+        write_store(tmp_path / "other", A, A[:1], overwrite=True)
+    bad = A.copy()
+    bad[0, 3] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        write_store(tmp_path / "nan", bad, A[:1])
+    with pytest.raises(ValueError, match="all zeros"):
+        write_store(tmp_path / "zero", np.zeros((3, 4)), np.ones((1, 4)))
+    man = json.loads((tmp_path / "s" / "manifest.json").read_text())
+    man["parts"][0]["stop"] += 1
+    (tmp_path / "s" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(ValueError, match="parts"):
+        ColumnStore.open(tmp_path / "s")
+
+
+def test_lstsq_layout_answer_is_the_minimum_norm_solution_even_when_rank_deficient():
+    rng = np.random.default_rng(1)
+    M = rng.standard_normal((60, 5)) @ rng.standard_normal((5, 12))      # 60 samples, rank 5
+    A, B, w = lstsq_layout(M, seed=2)
+    assert A.shape == (12, 60) and B.shape == (1, 60)
+    np.testing.assert_allclose(B @ np.linalg.pinv(A), w, atol=1e-12)
+    _, _, none = lstsq_layout(M, seed=2, noise=0.1)
+    assert none is None
+
+
+@pytest.mark.parametrize("mode", ["gram", "paper"])
+def test_store_solve_matches_the_in_memory_solve(consistent, mode):
+    A, W, s = consistent
+    prob = Problem.from_arrays(A, W @ A, None, W)
+    mem = solve(prob, "eagle", workers=3, mode=mode, tol=1e-12)
+    res = solve(s, "eagle", workers=3, mode=mode, tol=1e-12)
+    assert res.converged and mem.converged
+    assert res.rounds == mem.rounds and res.info["loaded_by_worker"]
+    np.testing.assert_allclose(res.D, mem.D, rtol=0, atol=1e-12 * np.abs(mem.D).max())
+    ref = prob.B @ np.linalg.pinv(prob.A)
+    assert np.linalg.norm(res.D - ref) <= 1e-10 * np.linalg.norm(ref)   # independent reference
+    assert res.error < 1e-10                                              # vs the store's D_true
+
+
+def test_store_without_answer_needs_no_reference_and_says_why_when_asked(tmp_path):
+    rng = np.random.default_rng(5)
+    A = rng.standard_normal((8, 40))
+    s = write_store(tmp_path / "s", A, rng.standard_normal((1, 8)) @ A)
+    with pytest.raises(ValueError, match="no D_true"):
+        solve(s, "eagle", workers=2)
+    res = solve(s, "eagle", workers=2, record_error=False)
+    assert res.converged and np.isnan(res.error)
+    ref = s.to_problem().reference
+    assert np.linalg.norm(res.D - ref) <= 1e-10 * np.linalg.norm(ref)
+    with pytest.raises(ValueError, match="column store"):
+        solve(s, "lsmr")
+
+
+def test_two_ray_actors_solve_a_store_without_the_driver_reading_a(consistent, monkeypatch):
+    pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ray]')")
+    A, W, s = consistent
+
+    def driver_must_not_read(*args, **kwargs):
+        raise AssertionError("the driver read columns of A")
+    monkeypatch.setattr(ColumnStore, "columns", driver_must_not_read)
+    before = dict(st.READ_BYTES)
+    res = solve(s, "eagle", workers=2, backend="ray", mode="gram", tol=1e-12, timeout=30)
+    assert res.converged and res.info["loaded_by_worker"] and res.backend.startswith("ray")
+    assert st.READ_BYTES == before                 # nothing of A or B read in this process
+    assert res.error < 1e-10
+    assert res.info["shard_bytes_max"] == 8 * (20 + 2) * 75
+    assert res.info["worker_peak_rss_bytes"] > 0
+
+
+def test_cli_shards_a_matrix_market_file_and_solves_the_store(tmp_path):
+    out = tmp_path / "abb"
+    r = subprocess.run([sys.executable, "-m", "eagle_dist.cli", "shard", "HB/abb313", "--out",
+                        str(out), "--part-columns", "50"], capture_output=True, text=True,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    s = ColumnStore.open(out)
+    assert (s.n, s.d, len(s.parts)) == (176, 313, 7) and s.has_d_true   # A = Mᵀ: samples sharded
+    r = subprocess.run([sys.executable, "-m", "eagle_dist.cli", "solve", "--store", str(out),
+                        "--workers", "3", "--methods", "eagle,cg", "--max-iter", "3000"],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    eagle_row = next(ln for ln in r.stdout.splitlines() if ln.startswith("| eagle"))
+    cells = [c.strip() for c in eagle_row.split("|")]
+    assert "converged" in cells and "gram" in cells
+    assert float(cells[8]) < 1e-9                  # error against the store's D_true
+    bad = subprocess.run([sys.executable, "-m", "eagle_dist.cli", "shard", "HB/abb313", "--out",
+                          str(out)], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "overwrite" in bad.stderr
