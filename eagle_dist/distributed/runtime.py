@@ -131,7 +131,16 @@ def _own(x: np.ndarray, tdt, dev) -> torch.Tensor:
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (Linux ``ru_maxrss``), in bytes."""
+    """This process's peak resident memory so far, in bytes: Linux ``VmHWM`` (reset by exec, so
+    a fresh process does not inherit the peak of the process that forked it, as ``ru_maxrss``
+    does), elsewhere ``ru_maxrss``."""
+    try:
+        with open("/proc/self/status") as f:
+            for ln in f:
+                if ln.startswith("VmHWM:"):
+                    return int(ln.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     import resource
     import sys
     r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
