@@ -171,6 +171,31 @@ def _leftover_workers() -> int:
                for p in descendants(os.getpid()))
 
 
+def _release_pooled_actors() -> None:
+    from eagle_dist.distributed.runtime import release_ray_actors
+    release_ray_actors()
+    assert _no_leftover_workers(), "released actors did not exit"
+
+
+def test_ray_actors_are_reused_after_a_clean_run_and_killed_after_a_failure():
+    import ray
+    from eagle_dist.distributed import runtime
+    _release_pooled_actors()
+    prob, shards = alpha_problem(20, 20, 2, alpha=1.0, seed=0)
+    first = solve(prob, "eagle", workers=2, shards=shards, backend="ray", timeout=30)
+    (key, actors), = runtime._RAY_POOL.items()
+    pids = ray.get([a.pid.remote() for a in actors])
+    again = solve(prob, "eagle", workers=2, shards=shards, backend="ray", timeout=30)
+    assert first.converged and again.converged and np.array_equal(first.D, again.D)
+    assert ray.get([a.pid.remote() for a in runtime._RAY_POOL[key]]) == pids   # same processes
+    with pytest.raises(WorkerFailure, match="rank 1"):
+        solve_distributed(prob, SolverOptions(max_iter=200, tol=1e-300), workers=2,
+                          backend="ray", shards=shards, timeout=3.0,
+                          fault=FaultInjection(1, 3, "exit"))
+    assert key not in runtime._RAY_POOL                       # a failed run's actors are not kept
+    assert _no_leftover_workers()
+
+
 def _no_leftover_workers(within: float = 15.0) -> bool:
     deadline = time.monotonic() + within              # ray.kill returns before the process exits
     while _leftover_workers() and time.monotonic() < deadline:
@@ -182,6 +207,7 @@ def _no_leftover_workers(within: float = 15.0) -> bool:
 @pytest.mark.parametrize("mode", ["exit", pytest.param("hang", marks=pytest.mark.slow)])
 def test_dead_or_hung_worker_fails_fast(backend, mode):
     prob, shards = alpha_problem(20, 20, 2, alpha=1.0, seed=0)
+    _release_pooled_actors()        # healthy actors kept for reuse are not the failed run's
     timeout = 3.0
     t0 = time.monotonic()
     with pytest.raises(WorkerFailure, match="rank 1") as exc:

@@ -152,3 +152,22 @@ def test_cli_shards_a_matrix_market_file_and_solves_the_store(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "eagle_dist.cli", "shard", "HB/abb313", "--out",
                           str(out)], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "overwrite" in bad.stderr
+
+
+@pytest.mark.slow
+def test_scale_bench_driver_memory_is_flat_in_d_with_eight_ray_workers(tmp_path):
+    """`eagle-dist bench scale` at a reduced size (the full run is in benchmarks/results/scale):
+    8 Ray workers, each solve in a fresh driver; the driver's peak does not grow with d while the
+    dense A quadruples, and every solve converges to the known answer."""
+    pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ray]')")
+    from eagle_dist.cli import main
+    out = tmp_path / "scale"
+    assert main(["bench", "scale", "--n", "32", "--d", "250000,1000000", "--backends", "ray",
+                 "--out", str(out), "--store-dir", str(tmp_path / "stores")]) == 0
+    rows = json.loads((out / "scale.json").read_text())
+    assert [r["status"] for r in rows] == ["converged", "converged"]
+    assert all(r["error"] < 1e-12 and r["rounds"] < 40 for r in rows)
+    small, big = rows
+    grown = big["dense_A_GiB"] - small["dense_A_GiB"]                       # 0.18 GiB more of A
+    assert big["driver_peak_rss_bytes"] - small["driver_peak_rss_bytes"] < 0.25 * grown * 2 ** 30
+    assert big["shard_bytes_max"] == pytest.approx(4 * small["shard_bytes_max"], rel=1e-3)

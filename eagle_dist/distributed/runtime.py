@@ -587,6 +587,9 @@ def _ray_actor_class():
         def run(self, env: Dict[str, str], kwargs: dict):
             os.environ.update(env)
             self._on_round(-1)                  # start-up; worker_main reports 0 once grouped
+            import torch.distributed as dist
+            if dist.is_available() and dist.is_initialized():   # a pooled actor's last group
+                dist.destroy_process_group()
             return call_entry(kwargs, on_round=self._on_round)
 
     return ShardActor
@@ -645,6 +648,7 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
     if address:
         _check_ray_address(address)
     if not ray.is_initialized():
+        _RAY_POOL.clear()                     # handles from an earlier Ray session are stale
         if address:
             _connect_ray(address, startup_timeout)
             ray.init(address=address, log_to_driver=False)
@@ -657,11 +661,28 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
     opts = {"num_cpus": min(1.0, res.get("CPU", 1) / world)}
     if gpus >= world:
         opts["num_gpus"] = 1
-    Actor = _ray_actor_class()
-    actors = [Actor.options(**opts).remote() for _ in range(world)]
+    key = (world, tuple(sorted(opts.items())))
+    pooled = _RAY_POOL.pop(key, None)
+    if pooled is not None:
+        actors = pooled
+    else:
+        Actor = _ray_actor_class()
+        actors = [Actor.options(**opts).remote() for _ in range(world)]
     restore = _on_sigterm()
     terminated = None
+    reusable = False
     try:
+        if pooled is not None:                # reused actors must still answer, or start afresh
+            try:
+                ray.get([a.pid.remote() for a in actors], timeout=min(10.0, startup_timeout))
+            except Exception:  # noqa: BLE001 - dead / stale handles: replace them all
+                for a in actors:
+                    try:
+                        ray.kill(a)
+                    except Exception:  # noqa: BLE001
+                        pass
+                Actor = _ray_actor_class()
+                actors = [Actor.options(**opts).remote() for _ in range(world)]
         # start-up: every actor placed and answering, within one deadline; name the ones not
         ready = [a.pid.remote() for a in actors]
         t_end = time.monotonic() + startup_timeout
@@ -734,16 +755,20 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
         if failures:
             raise _failure("ray", failures,
                            [r for r in range(world) if r not in results and r not in failures])
+        reusable = RAY_REUSE_ACTORS
         return [results[r] for r in range(world)]
     except _Terminated as exc:
         terminated = exc
     finally:
         restore()
-        for a in actors:
-            try:
-                ray.kill(a)
-            except Exception:  # noqa: BLE001 - already dead
-                pass
+        if reusable and key not in _RAY_POOL:
+            _RAY_POOL[key] = actors          # healthy: the next run of this shape reuses them
+        else:
+            for a in actors:
+                try:
+                    ray.kill(a)
+                except Exception:  # noqa: BLE001 - already dead
+                    pass
     if terminated is not None:                        # cleaned up; now die of the signal
         _die_of(terminated, "ray")
 
@@ -763,9 +788,34 @@ def run_ranks(payloads: List[dict], backend: str = "torch", *, timeout: float = 
     raise ValueError(f"backend={backend!r}; use 'torch' (local processes) or 'ray' (actors)")
 
 
+#: Reuse the Ray actors of a run that ended cleanly for the next run with the same number of
+#: ranks and resources (an actor's start-up — a Python interpreter importing torch — costs
+#: seconds per actor, often more than the solve). Actors of a run that failed, hung or was
+#: interrupted are always killed. Set to False to start fresh actors every run.
+RAY_REUSE_ACTORS = True
+_RAY_POOL: Dict[tuple, list] = {}
+
+
+def release_ray_actors() -> None:
+    """Kill the pooled actors kept for reuse (Ray itself stays up)."""
+    try:
+        import ray
+    except ImportError:
+        return
+    while _RAY_POOL:
+        _, actors = _RAY_POOL.popitem()
+        for a in actors:
+            try:
+                ray.kill(a)
+            except Exception:  # noqa: BLE001 - already dead or Ray gone
+                pass
+
+
 def shutdown_ray() -> None:
-    """Stop the local Ray instance this module started (no-op when connected to a cluster)."""
+    """Stop the local Ray instance this module started (no-op when connected to a cluster);
+    pooled actors are released either way."""
     global _RAY_STARTED_HERE
+    release_ray_actors()
     if _RAY_STARTED_HERE:
         import ray
         ray.shutdown()
