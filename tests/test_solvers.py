@@ -455,3 +455,18 @@ def test_integer_and_float32_inputs_dtype_rules():
     p32 = Problem.from_arrays(A.astype(np.float32), A[:1].astype(np.float32),
                               A[:, :1].astype(np.float64))
     assert p32.dtype == np.float64                           # float32 only if every block is
+
+
+@pytest.mark.parametrize("method", ["lsmr", "lsqr"])
+def test_krylov_baselines_use_sparse_products_on_sparse_data(method):
+    """A SuiteSparse-like block (2 % nonzeros) runs on a CSR copy; the answer is pinv's."""
+    import scipy.sparse as sp
+    rng = np.random.default_rng(7)
+    A = (sp.random(80, 120, density=0.02, random_state=1) + sp.eye(80, 120)).toarray()
+    prob = Problem.from_arrays(A, rng.standard_normal((2, 80)) @ A)
+    res = solve(prob, method, tol=1e-12, max_iter=10000)
+    assert res.converged and res.info["format"] == "csr"
+    ref = prob.B @ np.linalg.pinv(A)
+    assert np.linalg.norm(res.D - ref) <= 1e-8 * np.linalg.norm(ref)
+    dense = Problem.from_arrays(rng.standard_normal((10, 12)), rng.standard_normal((1, 12)))
+    assert solve(dense, method, tol=1e-10).info["format"] == "dense"
