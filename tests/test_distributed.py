@@ -208,14 +208,16 @@ def _no_leftover_workers(within: float = 15.0) -> bool:
 def test_dead_or_hung_worker_fails_fast(backend, mode):
     prob, shards = alpha_problem(20, 20, 2, alpha=1.0, seed=0)
     _release_pooled_actors()        # healthy actors kept for reuse are not the failed run's
+    if backend == "ray":            # warm actors: the timed run below is rounds + failure only,
+        solve(prob, "eagle", workers=2, shards=shards, backend="ray", timeout=30)  # not start-up
     timeout = 3.0
     t0 = time.monotonic()
     with pytest.raises(WorkerFailure, match="rank 1") as exc:
         solve_distributed(prob, SolverOptions(max_iter=200, tol=1e-300), workers=2, backend=backend,
                           shards=shards, timeout=timeout, fault=FaultInjection(1, 3, mode))
     elapsed = time.monotonic() - t0
-    # bounded: start-up + the collective timeout + clean-up, never a hang
-    assert elapsed < 60, f"failure took {elapsed:.1f}s to surface"
+    # bounded: (torch: process start-up +) the collective timeout + clean-up, never a hang
+    assert elapsed < (30 if backend == "ray" else 60), f"failure took {elapsed:.1f}s to surface"
     assert "aborted" in str(exc.value)
     assert _no_leftover_workers()
 
