@@ -122,8 +122,9 @@ def run(args) -> int:
              f"M = {args.workers} workers, Gram mode, n = {args.n}, κ(A) ≈ {args.kappa:g}, "
              f"tol {args.tol:g}; the driver's share of this machine's "
              f"{_total_memory() / gib:.1f} GiB is 1/(M + 1) = {share / gib:.2f} GiB. Each solve "
-             "runs in a fresh driver process; peaks are `ru_maxrss` (the driver's own process; "
-             "the largest worker's for Ray). Error: relative, against the store's D_true = w "
+             "runs in a fresh driver process; peaks are each process's `VmHWM` (the driver's own "
+             "process, which for in-process also holds every worker; the largest worker's for "
+             "Ray). Error: relative, against the store's D_true = w "
              "(exact: A has full row rank).", "",
              "| d | dense A (GiB) | backend | status | rounds | error | driver peak (GiB) | "
              "largest worker peak (GiB) | shard (GiB) | bytes/worker/round | wall (s) |",
