@@ -177,16 +177,19 @@ def test_one_planted_layer_is_the_eagle_update():
 # training
 
 
-@pytest.mark.parametrize("regime,factor", [("unconstrained", 5.0), ("distributed", 5.0),
-                                           ("compute_limited", 2.5)])
-def test_short_training_beats_the_zero_predictor(regime, factor):
+@pytest.mark.parametrize("regime,factor,extra", [("unconstrained", 5.0, ()),
+                                                 ("distributed", 5.0, ()),
+                                                 ("compute_limited", 5.0, ("model.r=9",)),
+                                                 ("compute_limited", 2.5, ())])
+def test_short_training_beats_the_zero_predictor(regime, factor, extra):
     """300 steps of batch 256 (≈10 s on one core): 9.6x (unconstrained) and 5.7x (distributed)
-    below the zero predictor, measured. The compute-limited model learns more slowly (3.0x here,
-    3.6x after 1,235 steps of the full recipe), so its bar is lower: 5x in a CI-sized run was
-    not reached for it on this machine."""
+    below the zero predictor, measured. The compute-limited regime with a sketch of width
+    r = 9 = d/2 reaches 5.95x (measured). With the paper's r = 5 the model learns more slowly:
+    3.0x here; 600 steps reach a median of 5.8x but the MEAN explodes on a few prompts (as in the
+    full-recipe run, benchmarks/results/train), so its bar in a CI-sized run stays at 2.5x."""
     c = cfg_of(f"model.regime={regime}", "model.init_std=0.1", "eval.test_size=2000",
                "eval.every=100000", "run.threads=1", "optim.batch=256", "optim.lr=3e-3",
-               "optim.steps=300")
+               "optim.steps=300", *extra)
     res = train_loop(c, write=False)
     assert res.test["finite"] and res.test["zero"] / res.test["mse"] >= factor, res.test
 
