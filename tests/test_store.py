@@ -171,3 +171,22 @@ def test_scale_bench_driver_memory_is_flat_in_d_with_eight_ray_workers(tmp_path)
     grown = big["dense_A_GiB"] - small["dense_A_GiB"]                       # 0.18 GiB more of A
     assert big["driver_peak_rss_bytes"] - small["driver_peak_rss_bytes"] < 0.25 * grown * 2 ** 30
     assert big["shard_bytes_max"] == pytest.approx(4 * small["shard_bytes_max"], rel=1e-3)
+
+
+def test_bench_sharded_writes_its_table(tmp_path):
+    """A small `eagle-dist bench sharded` (in-process, one tall matrix, low caps): every method is
+    a row, the Gram mode converges in the centralized iteration count (±1)."""
+    from eagle_dist.bench.report import read_csv
+    from eagle_dist.cli import main
+    out = tmp_path / "sh"
+    assert main(["bench", "sharded", "--orientations", "lstsq", "--matrices", "HB/abb313",
+                 "--backend", "inprocess", "--paper-rounds", "20", "--gd-rounds", "20",
+                 "--out", str(out)]) == 0
+    rows = read_csv(str(out / "sharded.csv"))
+    assert [r["method"] for r in rows] == ["eagle-gram", "eagle-paper", "cg", "gd"]
+    gram = rows[0]
+    assert gram["status"] == "converged" and float(gram["error"]) < 1e-10
+    assert abs(int(gram["rounds"]) - int(gram["central_iterations"])) <= 1
+    assert rows[1]["status"] == "max_iterations" and int(rows[1]["rounds"]) == 20
+    assert 0 < float(gram["alpha"]) < 1
+    assert "eagle-gram" in (out / "summary.md").read_text()

@@ -34,7 +34,7 @@ LSTSQ_MATRICES = ("HB/abb313", "HB/ash958", "HB/illc1033", "HB/well1033", "HB/il
 METHODS = ("eagle-gram", "eagle-paper", "cg", "gd")
 
 
-def _problems(orientations, matrices, max_dim):
+def _problems(orientations, matrices):
     from ..data.suitesparse import SHIPPED, _manifest
     man = _manifest()
     for orient in orientations:
@@ -47,7 +47,7 @@ def _problems(orientations, matrices, max_dim):
             if orient == "lstsq" and rows <= cols:
                 continue                                  # not tall: no sample orientation
             n = rank if orient == "protocol" else cols
-            yield orient, f"{r['group']}/{r['name']}", n, n > max_dim
+            yield orient, f"{r['group']}/{r['name']}", n
 
 
 def _solve(store, method, workers, backend, cfg):
@@ -67,8 +67,9 @@ def _solve(store, method, workers, backend, cfg):
 def sharded_sweep(out: str, *, orientations: Sequence[str] = ("protocol", "lstsq"),
                   matrices: Optional[Sequence[str]] = None, workers: int = 4,
                   backend: str = "ray", methods: Sequence[str] = METHODS, tol: float = 1e-10,
-                  max_dim: int = 2500, eagle_rounds: int = 500, paper_rounds: int = 3000,
-                  cg_rounds: int = 50000, gd_rounds: int = 5000, time_budget: float = 60.0,
+                  max_dim: int = 1300, gram_max_dim: int = 2500, eagle_rounds: int = 500,
+                  paper_rounds: int = 300, cg_rounds: int = 20000, gd_rounds: int = 300,
+                  time_budget: Optional[float] = 600.0,
                   seed: int = 0, store_dir: Optional[str] = None, command: str = "") -> List[dict]:
     from .. import solve
     from ..data.store import write_store_from_mtx
@@ -84,12 +85,15 @@ def sharded_sweep(out: str, *, orientations: Sequence[str] = ("protocol", "lstsq
     report.ensure_dir(out)
     store_dir = store_dir or os.path.join(out, "stores")
     rows: List[Dict[str, Any]] = []
-    for orient, name, n, too_big in _problems(orientations, matrices, max_dim):
+    for orient, name, n in _problems(orientations, matrices):
         base = dict(matrix=name, orientation=orient, n=n, workers=workers)
-        if too_big:
-            for m in methods:
-                rows.append(dict(base, method=m, status=f"not run: n = {n} > --max-dim {max_dim} "
-                                 "(the Gram message and a round's work grow like n² per worker)"))
+        run_methods = [m for m in methods if n <= (gram_max_dim if m == "eagle-gram" else max_dim)]
+        for m in methods:
+            if m not in run_methods:
+                lim = gram_max_dim if m == "eagle-gram" else max_dim
+                rows.append(dict(base, method=m, status=f"not run: n = {n} > {lim} (a round costs "
+                                 "O(n²·d/M) flops per worker with C = I; see --max-dim)"))
+        if not run_methods:
             continue
         spath = os.path.join(store_dir, f"{name.replace('/', '_')}-{orient}")
         t0 = time.perf_counter()
@@ -104,7 +108,7 @@ def sharded_sweep(out: str, *, orientations: Sequence[str] = ("protocol", "lstsq
                     write_s=write_s)
         print(f"{name} ({orient}): n = {store.n}, d = {store.d}, α = {alpha:.3g}, κ = "
               f"{base['kappa']:.3g}, centralized EAGLE {central.iterations} it", flush=True)
-        for m in methods:
+        for m in run_methods:
             t1 = time.perf_counter()
             try:
                 res = _solve(store, m, workers, backend, cfg)
@@ -122,6 +126,8 @@ def sharded_sweep(out: str, *, orientations: Sequence[str] = ("protocol", "lstsq
                                    ("method", "status", "rounds", "error", "rounds_time_s",
                                     "wall_s")), flush=True)
         shutil.rmtree(spath, ignore_errors=True)
+    order = {m: i for i, m in enumerate(METHODS)}
+    rows.sort(key=lambda r: (r["orientation"] != "protocol", r["matrix"], order[r["method"]]))
     _write(out, rows, cfg, workers, backend, command)
     return rows
 
@@ -142,9 +148,11 @@ def _write(out, rows, cfg, workers, backend, command):
     notes = [f"M = {workers} workers, contiguous column shards, backend {backend}; tolerance "
              f"{cfg['tol']:g} (EAGLE: certified D-step rule; CG: LSQR's tests on the true "
              f"residual; GD: D-step). Caps: EAGLE Gram {cfg['eagle_rounds']} rounds, paper mode "
-             f"{cfg['paper_rounds']}, CG {cfg['cg_rounds']}, GD {cfg['gd_rounds']}, and "
-             f"{cfg['time_budget']:g} s of rounds per solve (status `time_budget` / "
-             "`max_iter` = stopped there, not converged).",
+             f"{cfg['paper_rounds']}, CG {cfg['cg_rounds']}, GD {cfg['gd_rounds']} "
+             f"(and {cfg['time_budget']} s of rounds per solve as a safety); status "
+             "`max_iterations` / `time_budget` = stopped there, not converged. The caps of the "
+             "paper's mode and GD are rounds, not seconds, so their rows do not depend on the "
+             "machine's load: they show how far each gets in that many rounds.",
              "error: relative Frobenius error against the store's known answer (protocol: the "
              "held-out row's D_true, exact when the rank holds; lstsq: w_true, exact by "
              "construction). `bytes/worker/round` is the all-reduce message while A moves; the "
@@ -166,7 +174,8 @@ def _cmd(args) -> int:
     rows = sharded_sweep(args.out, orientations=strs(args.orientations),
                          matrices=strs(args.matrices) if args.matrices else None,
                          workers=args.workers, backend=args.backend, methods=strs(args.methods),
-                         tol=args.tol, max_dim=args.max_dim, time_budget=args.time_budget,
+                         tol=args.tol, max_dim=args.max_dim, gram_max_dim=args.gram_max_dim,
+                         time_budget=args.time_budget,
                          paper_rounds=args.paper_rounds, cg_rounds=args.cg_rounds,
                          gd_rounds=args.gd_rounds, seed=args.seed, store_dir=args.store_dir,
                          command=command)
@@ -185,11 +194,15 @@ def add_parser(bsub) -> None:
     p.add_argument("--backend", default="ray", choices=["ray", "torch", "inprocess"])
     p.add_argument("--methods", default=",".join(METHODS))
     p.add_argument("--tol", type=float, default=1e-10)
-    p.add_argument("--max-dim", type=int, default=2500, help="skip problems with n above this")
-    p.add_argument("--time-budget", type=float, default=60.0, help="seconds of rounds per solve")
-    p.add_argument("--paper-rounds", type=int, default=3000)
-    p.add_argument("--cg-rounds", type=int, default=50000)
-    p.add_argument("--gd-rounds", type=int, default=5000)
+    p.add_argument("--max-dim", type=int, default=1300,
+                   help="run the paper's mode, CG and GD only for n up to this")
+    p.add_argument("--gram-max-dim", type=int, default=2500,
+                   help="run the Gram mode only for n up to this")
+    p.add_argument("--time-budget", type=float, default=600.0,
+                   help="safety limit in seconds of rounds per solve")
+    p.add_argument("--paper-rounds", type=int, default=300)
+    p.add_argument("--cg-rounds", type=int, default=20000)
+    p.add_argument("--gd-rounds", type=int, default=300)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--store-dir", default=None, help="where the stores go (removed after use)")
     p.set_defaults(fn=_cmd)
