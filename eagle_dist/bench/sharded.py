@@ -97,12 +97,18 @@ def sharded_sweep(out: str, *, orientations: Sequence[str] = ("protocol", "lstsq
             continue
         spath = os.path.join(store_dir, f"{name.replace('/', '_')}-{orient}")
         t0 = time.perf_counter()
-        store = write_store_from_mtx(name, spath, layout=orient, seed=seed, overwrite=True)
-        write_s = time.perf_counter() - t0
-        prob = store.to_problem()                       # small: the bench's own α and centralized run
-        shards = make_shards(store.d, workers, "contiguous")
-        alpha = diversity_index(prob.A, shards)
-        central = solve(prob, "eagle", tol=tol, max_iter=eagle_rounds, record_error=True)
+        try:
+            store = write_store_from_mtx(name, spath, layout=orient, seed=seed, overwrite=True)
+            write_s = time.perf_counter() - t0
+            prob = store.to_problem()                   # small: the bench's own α and centralized run
+            shards = make_shards(store.d, workers, "contiguous")
+            alpha = diversity_index(prob.A, shards)
+            central = solve(prob, "eagle", tol=tol, max_iter=eagle_rounds, record_error=True)
+        except Exception as exc:  # noqa: BLE001 - a failure is a row, not a gap
+            for m in run_methods:
+                rows.append(dict(base, method=m, status=f"failed to build the problem: "
+                                 f"{type(exc).__name__}: {exc}"[:200]))
+            continue
         base.update(d=store.d, alpha=alpha, kappa=prob.condition_number,
                     central_iterations=central.iterations, central_status=central.status.value,
                     write_s=write_s)

@@ -352,7 +352,9 @@ def write_store_from_mtx(source: Union[str, os.PathLike], path: Union[str, os.Pa
                         + (f" + N(0, {noise:g}^2)" if noise > 0 else ""))
         return write_store(path, A, B, None, D_true, part_columns=part_columns,
                            name=f"{stem} (lstsq)", meta=meta, overwrite=overwrite)
-    prob = load_suitesparse(src, rank=rank, c_block=c_block, rhs=rhs, seed=seed)
+    # orient="auto": a matrix of full row rank (lp_bnl2, r05) has no row left for B; its
+    # transpose is used, as in `eagle-dist bench suitesparse`
+    prob = load_suitesparse(src, rank=rank, c_block=c_block, rhs=rhs, seed=seed, orient="auto")
     meta.update({k: v for k, v in prob.meta.items() if k in ("rank", "b_row", "rhs", "c_block",
                                                               "transposed", "suitesparse")})
     # the protocol holds the dense r x r block anyway, so the writer can afford the float64
