@@ -162,15 +162,6 @@ def _mean_pm(mean_key: str, std_key: str, digits: int = 3):
     return f
 
 
-def _table(rows, spec):
-    """``spec``: list of ``(header, column or callable(row))``."""
-    lines = ["| " + " | ".join(h for h, _ in spec) + " |", "|" + "---|" * len(spec)]
-    for r in rows:
-        cells = [c(r) if callable(c) else report.fmt(r.get(c)) for _, c in spec]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 def _fmt_kappa(k: float) -> str:
     e = math.log10(k)
     return f"1e{int(round(e))}" if abs(e - round(e)) < 1e-9 else f"{k:g}"
@@ -318,14 +309,14 @@ def kappa_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
 
     # ---- summary.md
     sections = {"Headline": _kappa_headline_md(headline, ratios, target, cfg)}
-    table = _table(summary, [
-        ("κ", lambda r: _fmt_kappa(r["kappa"])), ("method", "method"),
-        ("reached", _reach_fmt),
-        ("iterations", _mean_pm("iterations_mean", "iterations_std")),
-        ("time [s]", _mean_pm("time_s_mean", "time_s_std")),
-        ("final rel. error (median / worst)",
-         lambda r: f"{report.fmt(r['final_error_median'])} / {report.fmt(r['final_error_max'])}"),
-        ("status", "status")])
+    table = report.markdown_table(summary, {
+        "κ": lambda r: _fmt_kappa(r["kappa"]), "method": "method",
+        "reached": _reach_fmt,
+        "iterations": _mean_pm("iterations_mean", "iterations_std"),
+        "time [s]": _mean_pm("time_s_mean", "time_s_std"),
+        "final rel. error (median / worst)":
+            lambda r: f"{report.fmt(r['final_error_median'])} / {report.fmt(r['final_error_max'])}",
+        "status": "status"})
     notes = [
         f"{cfg['runs']} run(s) per κ (problem seeds {seed}..{seed + cfg['runs'] - 1}); "
         "mean ± standard deviation over runs.",
@@ -387,15 +378,15 @@ def _kappa_headline_md(headline, ratios, target, cfg) -> str:
                      f"{headline['cg_over_eagle_time']:.1f}×.")
     if ratios:
         lines.append("")
-        lines.append(_table(ratios, [
-            ("κ", lambda r: _fmt_kappa(r["kappa"])),
-            ("EAGLE iterations", "eagle_iterations"),
-            ("CG iterations", lambda r: ("≥ " if r["lower_bound"] else "")
-             + report.fmt(r["cg_iterations"])),
-            ("CG / EAGLE iterations", lambda r: ("≥ " if r["lower_bound"] else "")
-             + f"{r['ratio']:.0f}×"),
-            ("CG / EAGLE time", lambda r: ("≥ " if r["lower_bound"] else "")
-             + f"{r['time_ratio']:.1f}×")]))
+        lines.append(report.markdown_table(ratios, {
+            "κ": lambda r: _fmt_kappa(r["kappa"]),
+            "EAGLE iterations": "eagle_iterations",
+            "CG iterations": lambda r: ("≥ " if r["lower_bound"] else "")
+            + report.fmt(r["cg_iterations"]),
+            "CG / EAGLE iterations": lambda r: ("≥ " if r["lower_bound"] else "")
+            + f"{r['ratio']:.0f}×",
+            "CG / EAGLE time": lambda r: ("≥ " if r["lower_bound"] else "")
+            + f"{r['time_ratio']:.1f}×"}))
     return "\n".join(lines)
 
 
@@ -586,19 +577,19 @@ def sketch_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
                          f"{target:g} = **{v:.1f}×**" + ("" if ok else
                                                          " (not every run reached the target)")
                          + f" — target ≥ 5×: **{met}**.")
-    lines += ["", _table(speedups, [
-        ("r", "r"), ("sketch", "kind"),
-        ("EAGLE time [s]", "eagle_time_s"), ("SGD time [s]", "sgd_time_s"),
-        ("SGD / EAGLE time", lambda x: f"{x['speedup']:.1f}×"),
-        ("SGD / EAGLE iterations", lambda x: f"{x['iteration_ratio']:.1f}×"),
-        ("all reached (EAGLE / SGD)", lambda x: f"{report.fmt(x['eagle_reached'])} / "
-                                                f"{report.fmt(x['sgd_reached'])}")])]
-    table = _table(summary, [
-        ("r", "r"), ("sketch", "kind"), ("method", "method"), ("reached", _reach_fmt),
-        ("iterations", _mean_pm("iterations_mean", "iterations_std")),
-        ("ms / iteration", _mean_pm("time_per_iter_ms_mean", "time_per_iter_ms_std")),
-        ("time to target [s]", _mean_pm("time_s_mean", "time_s_std")),
-        ("final rel. error (median)", "final_error_median")])
+    lines += ["", report.markdown_table(speedups, {
+        "r": "r", "sketch": "kind",
+        "EAGLE time [s]": "eagle_time_s", "SGD time [s]": "sgd_time_s",
+        "SGD / EAGLE time": lambda x: f"{x['speedup']:.1f}×",
+        "SGD / EAGLE iterations": lambda x: f"{x['iteration_ratio']:.1f}×",
+        "all reached (EAGLE / SGD)": lambda x: f"{report.fmt(x['eagle_reached'])} / "
+                                               f"{report.fmt(x['sgd_reached'])}"})]
+    table = report.markdown_table(summary, {
+        "r": "r", "sketch": "kind", "method": "method", "reached": _reach_fmt,
+        "iterations": _mean_pm("iterations_mean", "iterations_std"),
+        "ms / iteration": _mean_pm("time_per_iter_ms_mean", "time_per_iter_ms_std"),
+        "time to target [s]": _mean_pm("time_s_mean", "time_s_std"),
+        "final rel. error (median)": "final_error_median"})
     notes = [
         f"{cfg['runs']} run(s) (problem and sketch seeds {seed}..{seed + cfg['runs'] - 1}); "
         "mean ± standard deviation over runs.",
@@ -883,17 +874,17 @@ def gemm_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
 
     def best_med(key):
         return lambda r: f"{report.fmt(r[key])} ({report.fmt(r[key + '_median'])})"
-    table = _table(summary, [
-        ("dtype", "dtype"), ("n = d", "n"), ("threads", "threads"),
-        ("GEMM [ms]", best_med("gemm_ms")), ("GEMM GF/s", "gemm_gflops"),
-        ("floor [ms]", "floor_ms"), ("AᵀA GEMM [ms]", "gram_ms"), ("AᵀA SYRK [ms]", "syrk_ms"),
-        ("kernel [ms]", best_med("kernel_ms")),
-        ("GEMM-only kernel / floor", lambda r: f"{r['kernel_gemm_only_ratio']:.3f}"),
-        ("kernel / floor",
-         lambda r: f"**{r['kernel_ratio']:.3f}** ({r['kernel_ratio_median']:.3f})"),
-        ("solve iteration [ms]", best_med("solve_iter_ms")),
-        ("solve / floor", lambda r: f"{r['solve_ratio']:.3f} ({r['solve_ratio_median']:.3f})"),
-        ("≤ 1.2", lambda r: report.fmt(r["target_met"]))])
+    table = report.markdown_table(summary, {
+        "dtype": "dtype", "n = d": "n", "threads": "threads",
+        "GEMM [ms]": best_med("gemm_ms"), "GEMM GF/s": "gemm_gflops",
+        "floor [ms]": "floor_ms", "AᵀA GEMM [ms]": "gram_ms", "AᵀA SYRK [ms]": "syrk_ms",
+        "kernel [ms]": best_med("kernel_ms"),
+        "GEMM-only kernel / floor": lambda r: f"{r['kernel_gemm_only_ratio']:.3f}",
+        "kernel / floor":
+            lambda r: f"**{r['kernel_ratio']:.3f}** ({r['kernel_ratio_median']:.3f})",
+        "solve iteration [ms]": best_med("solve_iter_ms"),
+        "solve / floor": lambda r: f"{r['solve_ratio']:.3f} ({r['solve_ratio_median']:.3f})",
+        "≤ 1.2": lambda r: report.fmt(r["target_met"])})
     notes = [
         "floor = 3·n·d² flops at the GEMM rate measured in the same run (a (n, d) @ (d, d) "
         "torch.matmul) = 1.5 × the GEMM time.",

@@ -580,19 +580,16 @@ def _rounds_markdown(out, command, machine, rows, h, cfg, kappa_max, target, cap
     def rounds_cell(r):
         return f"{r['rounds']}" if r["reached"] else f"> {r['rounds']} (cap; error {r['final_error']:.2e})"
 
-    cols = [("sweep", "sweep"), ("M", "workers"), ("α", "alpha"), ("method", "method"),
-            ("rounds to target (measured)", rounds_cell), ("GD rounds predicted", gd_pred),
-            ("GD tail-rate extrapolation", lambda r: report.fmt(r.get("rounds_tail_rate"))
-             if r["method"] == "gd" else ""),
-            ("prediction vs measured (max rel. dev.)",
-             lambda r: report.fmt(r.get("prediction_max_rel_dev")) if r["method"] == "gd" else ""),
-            ("κ(Ē₀)", lambda r: report.fmt(r.get("kappa_Ebar")) if r["method"] == "gd" else ""),
-            ("ms / round", "time_per_round_ms"), ("floats sent / worker / round", "message_elements"),
-            ("A,B frozen at", "ab_frozen_at")]
-    table = ["| " + " | ".join(c for c, _ in cols) + " |", "|" + "---|" * len(cols)]
-    for r in rows:
-        cells = [f(r) if callable(f) else report.fmt(r.get(f)) for _, f in cols]
-        table.append("| " + " | ".join(cells) + " |")
+    table = report.markdown_table(rows, {
+        "sweep": "sweep", "M": "workers", "α": "alpha", "method": "method",
+        "rounds to target (measured)": rounds_cell, "GD rounds predicted": gd_pred,
+        "GD tail-rate extrapolation": lambda r: report.fmt(r.get("rounds_tail_rate"))
+        if r["method"] == "gd" else "",
+        "prediction vs measured (max rel. dev.)":
+            lambda r: report.fmt(r.get("prediction_max_rel_dev")) if r["method"] == "gd" else "",
+        "κ(Ē₀)": lambda r: report.fmt(r.get("kappa_Ebar")) if r["method"] == "gd" else "",
+        "ms / round": "time_per_round_ms", "floats sent / worker / round": "message_elements",
+        "A,B frozen at": "ab_frozen_at"})
     head = []
     if "eagle_rounds_max" in h:
         head += [
@@ -669,7 +666,7 @@ def _rounds_markdown(out, command, machine, rows, h, cfg, kappa_max, target, cap
     return report.write_markdown(os.path.join(out, "summary.md"),
                                  "Distributed rounds: EAGLE vs distributed GD and CG (M-sweep, "
                                  "α-sweep)",
-                                 command, "\n".join(table), notes, machine=machine,
+                                 command, table, notes, machine=machine,
                                  sections=sections, files=files)
 
 
