@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 # module name (in eagle_dist.bench) -> registered by its ``add_parser``
-SWEEPS = ("centralized", "distributed", "train", "suitesparse", "scale", "sharded")
+SWEEPS = ("kappa", "sketch", "gemm", "distributed", "train", "suitesparse", "scale", "sharded")
 
 
 def add_bench_parser(sub) -> None:

@@ -42,9 +42,9 @@ import torch
 from ..control import relative_residual, resolve_device
 from ..data.suitesparse import SHIPPED, default_cache_dir, load_mtx, load_suitesparse
 from . import report
-from .centralized import RESULTS_ROOT, SweepResult, _walltime_solve, _warm_up
-from .common import check_positive_int, floats, print_headline, progress as _progress, strs
-from .common import threads as _threads
+from .common import RESULTS_ROOT, SweepResult, check_positive_int, floats, print_headline
+from .common import progress as _progress, strs, threads as _threads
+from .common import walltime_solve as _walltime_solve, warm_up as _warm_up
 
 log = logging.getLogger(__name__)
 
