@@ -2,11 +2,6 @@
 
 EAGLE time per iteration divided by the floor ``3·n·d²`` flops at the GEMM rate measured in the
 same run (``n = d ∈ {500, 2000}``, float64 and float32). Target ≤ 1.2.
-
-Example:
-    >>> from eagle_dist.bench.gemm import gemm_sweep
-    >>> out = gemm_sweep(out="/tmp/gemm_smoke", smoke=True, progress=False)      # doctest: +SKIP
-    >>> out.headline["target_1.2_met_all"]                                       # doctest: +SKIP
 """
 from __future__ import annotations
 

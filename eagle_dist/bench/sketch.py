@@ -5,14 +5,8 @@ relative error 1e-2 for sketched EAGLE and SGD (GD on the same ``r``-column sket
 kinds. Headline: SGD time / EAGLE time at ``r = d/4`` (target ≥ 5×; the paper reports ~2.5× on a
 GPU).
 
-Time is measured as :func:`eagle_dist.bench.common.run_to_target` describes: the iteration count
-``k`` and the curves come from a monitored solve that stops at the target, the reported time from
-an unmonitored re-run of exactly ``k`` iterations (its wall-clock around the whole ``solve`` call).
-
-Example:
-    >>> from eagle_dist.bench.sketch import sketch_sweep
-    >>> out = sketch_sweep(out="/tmp/sketch_smoke", smoke=True, progress=False)  # doctest: +SKIP
-    >>> out.headline["speedup_sample"]                                           # doctest: +SKIP
+Iterations and times to target are measured as in the κ-sweep (monitored run, then an unmonitored
+timed re-run of as many iterations: :func:`eagle_dist.bench.common.run_to_target`).
 """
 from __future__ import annotations
 
