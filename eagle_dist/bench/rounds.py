@@ -61,6 +61,9 @@ def _curve(errors: Sequence[float], points: int = 200) -> Tuple[np.ndarray, np.n
     return np.arange(1, len(errors) + 1)[idx], np.maximum(np.asarray(errors)[idx], _ERR_FLOOR)
 
 
+# ---------------------------------------------------------------------------------------------
+# distributed GD on consistent data: its exact error curve (to go beyond the measured cap)
+# ---------------------------------------------------------------------------------------------
 @dataclass
 class GDPrediction:
     """The error of distributed GD after ``ℓ`` rounds on *consistent* data (``B = W A``).
@@ -161,6 +164,9 @@ def tail_rate_rounds(errors: Sequence[float], target: float, frac: float = 0.25)
     return float(e.size + (math.log(target) - y[-1]) / slope)
 
 
+# ---------------------------------------------------------------------------------------------
+# the sweep (M-sweep and α-sweep)
+# ---------------------------------------------------------------------------------------------
 ROUNDS_FULL = dict(workers=(1, 3, 5, 8), n=1000, alphas=(1.0, 0.6, 0.35, 0.01), alpha_workers=3,
                    alpha_n=1000, eagle_cap=2000, accel_cap=2000, gd_cap=10000, cg_cap=10000)
 ROUNDS_SMOKE = dict(workers=(1, 3), n=24, alphas=(1.0, 0.35), alpha_workers=3, alpha_n=20,
