@@ -1,6 +1,6 @@
-"""Smoke tests of the centralized/sketched benchmark sweeps (eagle_dist.bench.centralized): each
-runs its real pipeline at tiny sizes (``smoke=True``) and must write CSV + PNG + summary.md whose numbers
-are sane. The full sweeps live in benchmarks/ (see benchmarks/README.md)."""
+"""Smoke tests of the centralized/sketched benchmark sweeps (eagle_dist.bench.kappa, .sketch and
+.gemm): each runs its real pipeline at tiny sizes (``smoke=True``) and must write CSV + PNG +
+summary.md whose numbers are sane. The full sweeps live in benchmarks/ (see benchmarks/README.md)."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,9 @@ import os
 
 import pytest
 
-from eagle_dist.bench import centralized
+from eagle_dist.bench.kappa import kappa_sweep
 from eagle_dist.bench.report import command_line, markdown_table, read_csv, write_csv
+from eagle_dist.bench.sketch import sketch_sweep
 
 
 def _check_outputs(res, csv_names, png_names):
@@ -32,7 +33,7 @@ def _finite(rows, *cols):
 
 
 def test_kappa_sweep_smoke(tmp_path):
-    res = centralized.kappa_sweep(out=str(tmp_path / "kappa"), smoke=True, progress=False)
+    res = kappa_sweep(out=str(tmp_path / "kappa"), smoke=True, progress=False)
     _check_outputs(res, ["kappa.csv", "kappa_summary.csv", "kappa_curves.csv"],
                    ["kappa_error_vs_iteration.png", "kappa_error_vs_time.png",
                     "kappa_summary.png"])
@@ -51,7 +52,7 @@ def test_kappa_sweep_smoke(tmp_path):
 
 @pytest.mark.slow          # ~10 s; the kappa smoke covers the shared sweep machinery in the default suite
 def test_sketch_sweep_smoke(tmp_path):
-    res = centralized.sketch_sweep(out=str(tmp_path / "sketch"), smoke=True, progress=False)
+    res = sketch_sweep(out=str(tmp_path / "sketch"), smoke=True, progress=False)
     _check_outputs(res, ["sketch.csv", "sketch_summary.csv", "sketch_speedup.csv"],
                    ["sketch_summary.png", "sketch_error_vs_iteration.png",
                     "sketch_error_vs_time.png"])
@@ -104,13 +105,12 @@ def test_bench_cli_registers_centralized_sweeps():
 ])
 def test_kappa_sweep_rejects_bad_arguments(tmp_path, kwargs, match):
     with pytest.raises(ValueError, match=match):
-        centralized.kappa_sweep(out=str(tmp_path), smoke=True, progress=False, **kwargs)
+        kappa_sweep(out=str(tmp_path), smoke=True, progress=False, **kwargs)
 
 
 def test_sketch_sweep_rejects_bad_sketch_size(tmp_path):
     with pytest.raises(ValueError, match="sketch size"):
-        centralized.sketch_sweep(out=str(tmp_path), smoke=True, progress=False,
-                                 sketch_sizes=[0])
+        sketch_sweep(out=str(tmp_path), smoke=True, progress=False, sketch_sizes=[0])
 
 
 def test_report_helpers_round_trip(tmp_path):

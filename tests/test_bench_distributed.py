@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from eagle_dist import solve
-from eagle_dist.bench.distributed import (GDPrediction, backends_sweep, gd_prediction,
-                                          rounds_sweep, tail_rate_rounds)
+from eagle_dist.bench.backends import backends_sweep
+from eagle_dist.bench.rounds import GDPrediction, gd_prediction, rounds_sweep, tail_rate_rounds
 from eagle_dist.distributed import alpha_problem
 from eagle_dist.distributed.worker import EagleKernel
 

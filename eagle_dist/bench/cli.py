@@ -4,7 +4,8 @@ from __future__ import annotations
 import importlib
 
 # module name (in eagle_dist.bench) -> registered by its ``add_parser``
-SWEEPS = ("centralized", "distributed", "train", "suitesparse", "scale", "sharded")
+SWEEPS = ("kappa", "sketch", "gemm", "rounds", "backends", "train", "suitesparse", "scale",
+          "sharded")
 
 
 def add_bench_parser(sub) -> None:

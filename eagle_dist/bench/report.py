@@ -27,7 +27,7 @@ import math
 import os
 import platform
 import shlex
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -97,15 +97,34 @@ def fmt(x: Any, digits: int = 3) -> str:
     return str(x)
 
 
-def markdown_table(rows: Sequence[Row], columns: Sequence[str],
+Column = Union[str, Callable[[Row], str]]
+
+
+def markdown_table(rows: Sequence[Row], columns: Union[Sequence[Column], Mapping[str, Column]],
                    headers: Optional[Sequence[str]] = None,
                    formatters: Optional[Mapping[str, Callable[[Any], str]]] = None) -> str:
-    """A GitHub markdown table of ``rows`` restricted to ``columns``."""
+    """A GitHub markdown table of ``rows`` restricted to ``columns``.
+
+    A column is a key of the rows (its cell is ``formatters[key](value)``, by default
+    :func:`fmt`) or a function of the whole row that returns the cell. ``columns`` may also be a
+    mapping ``header -> column`` (then ``headers`` is not given); otherwise the headers default to
+    the column keys.
+
+        >>> rows = [{"a": 1, "b": 2}]
+        >>> print(markdown_table(rows, {"a": "a", "a + b": lambda r: str(r["a"] + r["b"])}))
+        | a | a + b |
+        |---|---|
+        | 1 | 3 |
+    """
+    if isinstance(columns, Mapping):
+        if headers is not None:
+            raise ValueError("give the headers either as the keys of columns or as headers")
+        headers, columns = list(columns), list(columns.values())
     headers = list(headers) if headers is not None else list(columns)
     formatters = dict(formatters or {})
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     for r in rows:
-        cells = [formatters.get(c, fmt)(r.get(c)) for c in columns]
+        cells = [c(r) if callable(c) else formatters.get(c, fmt)(r.get(c)) for c in columns]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -42,9 +42,9 @@ import torch
 from ..control import relative_residual, resolve_device
 from ..data.suitesparse import SHIPPED, default_cache_dir, load_mtx, load_suitesparse
 from . import report
-from .centralized import RESULTS_ROOT, SweepResult, _table, _walltime_solve, _warm_up
-from .common import check_positive_int, floats, print_headline, progress as _progress, strs
-from .common import threads as _threads
+from .common import RESULTS_ROOT, SweepResult, check_positive_int, floats, print_headline
+from .common import progress as _progress, strs, threads as _threads
+from .common import walltime_solve as _walltime_solve, warm_up as _warm_up
 
 log = logging.getLogger(__name__)
 
@@ -317,47 +317,50 @@ def _index(summary):
 
 
 def _matrix_table(infos) -> str:
-    spec = [("matrix", "matrix"), ("size", lambda r: r.get("shape", "—")),
-            ("nnz", lambda r: report.fmt(r.get("nnz"))),
-            ("rank r (threshold)", lambda r: f"{r['rank']} ({report.fmt(r['threshold'])})"
-             if "rank" in r else "—"),
-            ("κ of the r×r block", lambda r: report.fmt(r.get("block_cond"))),
-            ("σ_max/σ_r of the matrix", lambda r: report.fmt(r.get("full_cond"))),
-            ("paper rank / κ", lambda r: (f"{PAPER[r['matrix']][0]} / "
-                                          f"{report.fmt(PAPER[r['matrix']][1])}")
-             if r["matrix"] in PAPER else "—"),
-            ("B", lambda r: {"row": "held-out row", "random": "random w_true·A (row was 0)"}.get(
-                r.get("rhs"), "—") + (", transposed" if r.get("transposed") else "")),
-            ("status", lambda r: r["status"] + (f": {r['detail']}" if r["detail"] else ""))]
-    return _table(infos, spec)
+    return report.markdown_table(infos, {
+        "matrix": "matrix", "size": lambda r: r.get("shape", "—"),
+        "nnz": lambda r: report.fmt(r.get("nnz")),
+        "rank r (threshold)": lambda r: f"{r['rank']} ({report.fmt(r['threshold'])})"
+        if "rank" in r else "—",
+        "κ of the r×r block": lambda r: report.fmt(r.get("block_cond")),
+        "σ_max/σ_r of the matrix": lambda r: report.fmt(r.get("full_cond")),
+        "paper rank / κ": lambda r: (f"{PAPER[r['matrix']][0]} / "
+                                     f"{report.fmt(PAPER[r['matrix']][1])}")
+        if r["matrix"] in PAPER else "—",
+        "B": lambda r: {"row": "held-out row", "random": "random w_true·A (row was 0)"}.get(
+            r.get("rhs"), "—") + (", transposed" if r.get("transposed") else ""),
+        "status": lambda r: r["status"] + (f": {r['detail']}" if r["detail"] else "")})
 
 
 def _wide_table(summary, infos, methods) -> str:
     idx = _index(summary)
-    spec = [("matrix", "matrix")]
-    for m in methods:
-        spec.append((LABELS[m], lambda r, m=m: _cell(idx.get((r["matrix"], m, PAPER_TOL)))))
-    spec.append(("paper GPU: EAGLE / SVD / CG / LSMR", lambda r: " / ".join(
-        report.fmt(x) for x in PAPER[r["matrix"]][2:]) if r["matrix"] in PAPER else "—"))
-    body = _table(infos, spec) if any(s["tolerance"] == PAPER_TOL for s in summary) else \
-        f"(τ = {PAPER_TOL} was not in the sweep)"
+    # lists, not a header -> column mapping: a method given twice keeps both columns
+    heads = ["matrix"] + [LABELS[m] for m in methods] + ["paper GPU: EAGLE / SVD / CG / LSMR"]
+    cols = (["matrix"]
+            + [lambda r, m=m: _cell(idx.get((r["matrix"], m, PAPER_TOL))) for m in methods]
+            + [lambda r: " / ".join(report.fmt(x) for x in PAPER[r["matrix"]][2:])
+               if r["matrix"] in PAPER else "—"])
+    if any(s["tolerance"] == PAPER_TOL for s in summary):
+        body = report.markdown_table(infos, cols, heads)
+    else:
+        body = f"(τ = {PAPER_TOL} was not in the sweep)"
     return (f"Median wall-clock seconds; a cell that is not a number is the status (a failure or "
             f"an unreached τ is shown, never left out).\n\n{body}")
 
 
 def _long_table(summary, tols) -> str:
-    spec = [("matrix", "matrix"), ("method", lambda r: LABELS.get(r["method"], r["method"])),
-            ("τ", lambda r: report.fmt(r["tolerance"])), ("status", "status"),
-            ("reached", lambda r: f"{r['reached']}/{r['repeats']}"),
-            ("seconds (median)", lambda r: report.fmt(r["time_s_median"])),
-            ("seconds min–max", lambda r: f"{report.fmt(r['time_s_min'])}–"
-                                          f"{report.fmt(r['time_s_max'])}"),
-            ("iterations", lambda r: report.fmt(r["iterations_median"])),
-            ("‖wA−B‖²/‖B‖²", lambda r: report.fmt(r["rel_residual_sq_median"])),
-            ("backend", "backend")]
+    table = report.markdown_table(summary, {
+        "matrix": "matrix", "method": lambda r: LABELS.get(r["method"], r["method"]),
+        "τ": lambda r: report.fmt(r["tolerance"]), "status": "status",
+        "reached": lambda r: f"{r['reached']}/{r['repeats']}",
+        "seconds (median)": lambda r: report.fmt(r["time_s_median"]),
+        "seconds min–max": lambda r: f"{report.fmt(r['time_s_min'])}–"
+                                     f"{report.fmt(r['time_s_max'])}",
+        "iterations": lambda r: report.fmt(r["iterations_median"]),
+        "‖wA−B‖²/‖B‖²": lambda r: report.fmt(r["rel_residual_sq_median"]),
+        "backend": "backend"})
     return ("Every matrix × method × τ (τ: the squared relative residual to reach; seconds: "
-            "median wall-clock of the repeats; iterations of a direct method: 1).\n\n"
-            + _table(summary, spec))
+            "median wall-clock of the repeats; iterations of a direct method: 1).\n\n" + table)
 
 
 def _wins(summary, methods, tols):
@@ -388,12 +391,12 @@ def _wins(summary, methods, tols):
 def _wins_table(summary, methods, tols) -> str:
     wins = _wins(summary, methods, tols)
     others = [m for m in methods if m != "eagle"]
-    spec = [("τ", lambda r: report.fmt(r["tolerance"])), ("matrices", "solved"),
-            ("EAGLE fastest", "eagle_fastest")]
-    spec += [(f"EAGLE faster than {LABELS[m]}", lambda r, m=m: str(r["eagle_beats"][m]))
-             for m in others]
+    # lists, not a header -> column mapping: a method given twice keeps both columns
+    heads = ["τ", "matrices", "EAGLE fastest"] + [f"EAGLE faster than {LABELS[m]}" for m in others]
+    cols = ([lambda r: report.fmt(r["tolerance"]), "solved", "eagle_fastest"]
+            + [lambda r, m=m: str(r["eagle_beats"][m]) for m in others])
     return ("Counts of matrices (an unreached τ counts as infinitely slow).\n\n"
-            + _table(wins, spec))
+            + report.markdown_table(wins, cols, heads))
 
 
 def _headline(summary, methods, tols) -> Dict[str, Any]:
