@@ -23,7 +23,6 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 
 from . import report
 

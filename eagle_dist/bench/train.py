@@ -7,7 +7,6 @@ recorded with the numbers, since on a shared machine it decides them.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import time
