@@ -23,7 +23,6 @@ import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
 
-
 from . import report
 
 log = logging.getLogger(__name__)
