@@ -666,6 +666,9 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
     if pooled is not None:
         actors = pooled
     else:
+        # pooled actors of another shape hold their CPUs/GPUs: free them first, or the new
+        # actors may never be placed (one pooled shape at a time)
+        release_ray_actors()
         Actor = _ray_actor_class()
         actors = [Actor.options(**opts).remote() for _ in range(world)]
     restore = _on_sigterm()
@@ -790,8 +793,9 @@ def run_ranks(payloads: List[dict], backend: str = "torch", *, timeout: float = 
 
 #: Reuse the Ray actors of a run that ended cleanly for the next run with the same number of
 #: ranks and resources (an actor's start-up — a Python interpreter importing torch — costs
-#: seconds per actor, often more than the solve). Actors of a run that failed, hung or was
-#: interrupted are always killed. Set to False to start fresh actors every run.
+#: seconds per actor, often more than the solve). One shape is kept at a time: a run of another
+#: shape releases them first, since pooled actors hold their CPU/GPU reservations. Actors of a
+#: run that failed, hung or was interrupted are always killed. False: fresh actors every run.
 RAY_REUSE_ACTORS = True
 _RAY_POOL: Dict[tuple, list] = {}
 
