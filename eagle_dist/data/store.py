@@ -366,21 +366,3 @@ def write_store_from_mtx(source: Union[str, os.PathLike], path: Union[str, os.Pa
         meta["D_true"] = "B A⁺ C by numpy pinv, computed by the writer"
     return write_store(path, prob.A, prob.B, prob.C, D_true, part_columns=part_columns,
                        name=f"{stem} (protocol r={prob.n})", meta=meta, overwrite=overwrite)
-
-
-def shard_bounds(d: int, workers: int) -> List[Tuple[int, int]]:
-    """Balanced contiguous column ranges, the same split as ``make_shards(d, M, "contiguous")``."""
-    sizes = [d // workers + (1 if i < d % workers else 0) for i in range(workers)]
-    out, a = [], 0
-    for s in sizes:
-        out.append((a, a + s))
-        a += s
-    return out
-
-
-def is_store(obj) -> bool:
-    return isinstance(obj, ColumnStore)
-
-
-def open_store(obj) -> ColumnStore:
-    return obj if isinstance(obj, ColumnStore) else ColumnStore.open(obj)

@@ -679,11 +679,7 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
             try:
                 ray.get([a.pid.remote() for a in actors], timeout=min(10.0, startup_timeout))
             except Exception:  # noqa: BLE001 - dead / stale handles: replace them all
-                for a in actors:
-                    try:
-                        ray.kill(a)
-                    except Exception:  # noqa: BLE001
-                        pass
+                _kill_actors(actors)
                 Actor = _ray_actor_class()
                 actors = [Actor.options(**opts).remote() for _ in range(world)]
         # start-up: every actor placed and answering, within one deadline; name the ones not
@@ -767,11 +763,7 @@ def _run_ray(payload: List[dict], world: int, timeout: float, address: Optional[
         if reusable and key not in _RAY_POOL:
             _RAY_POOL[key] = actors          # healthy: the next run of this shape reuses them
         else:
-            for a in actors:
-                try:
-                    ray.kill(a)
-                except Exception:  # noqa: BLE001 - already dead
-                    pass
+            _kill_actors(actors)
     if terminated is not None:                        # cleaned up; now die of the signal
         _die_of(terminated, "ray")
 
@@ -802,17 +794,17 @@ _RAY_POOL: Dict[tuple, list] = {}
 
 def release_ray_actors() -> None:
     """Kill the pooled actors kept for reuse (Ray itself stays up)."""
-    try:
-        import ray
-    except ImportError:
-        return
     while _RAY_POOL:
-        _, actors = _RAY_POOL.popitem()
-        for a in actors:
-            try:
-                ray.kill(a)
-            except Exception:  # noqa: BLE001 - already dead or Ray gone
-                pass
+        _kill_actors(_RAY_POOL.popitem()[1])
+
+
+def _kill_actors(actors) -> None:
+    import ray
+    for a in actors:
+        try:
+            ray.kill(a)
+        except Exception:  # noqa: BLE001 - already dead, or Ray gone
+            pass
 
 
 def shutdown_ray() -> None:
