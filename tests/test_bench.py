@@ -123,3 +123,18 @@ def test_report_helpers_round_trip(tmp_path):
     assert markdown_table(rows, ["method", "iterations"]).splitlines()[2] == "| eagle | 16 |"
     cmd = command_line("eagle-dist bench kappa", {"kappas": [1e2, 1e4], "target": 1e-10}, ["smoke"])
     assert cmd == "eagle-dist bench kappa --kappas 1e2,1e4 --target 1e-10 --smoke"
+
+
+def test_train_throughput_bench_via_cli(tmp_path, capsys):
+    """`bench train` times a real (tiny) training run from the run's own clock."""
+    from eagle_dist.cli import main
+    out = tmp_path / "train"
+    assert main(["bench", "train", "--regimes", "compute_limited", "--steps", "6", "--warmup", "2",
+                 "--layouts", "1thread", "--out", str(out)]) == 0
+    rows = read_csv(os.path.join(out, "throughput.csv"))
+    assert [(r["regime"], r["layout"]) for r in rows] == [("compute_limited", "1thread")]
+    assert float(rows[0]["steps_per_s"]) > 0 and float(rows[0]["first_s"]) >= 0
+    assert "--warmup 2" in (out / "summary.md").read_text()
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "train", "--layouts", "gpu", "--out", str(out)])
+    assert exc.value.code == 2 and "unknown layout 'gpu'" in capsys.readouterr().err

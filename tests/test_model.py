@@ -13,7 +13,8 @@ from eagle_dist.model.config import (load_train_config, parse_overrides,
                                      train_config_from_dict)
 from eagle_dist.model.data import sample_batch, step_batch, step_seed, fixed_test_set
 from eagle_dist.model.extract import extract, planted_model, write_report
-from eagle_dist.model.train import load_checkpoint, save_checkpoint, train, train_loop
+from eagle_dist.model.train import (load_checkpoint, save_checkpoint, train, train_loop,
+                                    use_compile)
 from eagle_dist.model.transformer import LinearTransformer
 
 REGIMES = ("unconstrained", "compute_limited", "distributed")
@@ -76,6 +77,9 @@ def test_batches_depend_on_seed_and_step_only():
     (["data.target=Dhat"], "data.target='Dhat'"),
     (["model.readout=abs"], "model.readout='abs'"),
     (["optim.batch=2.5"], "optim.batch=2.5 must be an integer"),
+    (["run.compile=maybe"], "run.compile='maybe' must be auto, true or false"),
+    (["model.regime=distributed", "parallel.mode=machine", "parallel.workers=3",
+      "run.compile=true"], "run.compile=True is not supported with parallel.mode=machine"),
 ])
 def test_bad_training_configs_are_refused(over, msg):
     with pytest.raises(ValueError, match=msg):
@@ -215,6 +219,25 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
         train_loop(cfg_of(*over, "optim.seed=9", f"run.dir={tmp_path / 'part'}"), resume=True)
 
 
+def test_compiled_training_matches_eager_and_resumes_bit_for_bit(tmp_path):
+    """run.compile=true (torch.compile of the step) trains the same model as eager mode to
+    rounding (float64), and a compiled run resumes bit for bit; auto compiles long runs only."""
+    over = ["optim.batch=32", "optim.steps=6", "run.checkpoint_every=3", "eval.every=3",
+            "eval.test_size=32", "model.init_std=0.2", "optim.lr=1e-2", "run.threads=1",
+            "run.dtype=float64", "model.layers=2"]
+    eager = train_loop(cfg_of(*over, "run.compile=false", f"run.dir={tmp_path / 'e'}"))
+    comp = train_loop(cfg_of(*over, "run.compile=true", f"run.dir={tmp_path / 'c'}"))
+    assert comp.compiled and not eager.compiled
+    np.testing.assert_allclose(comp.losses, eager.losses, rtol=1e-10)
+    assert comp.losses[0] != comp.losses[-1]
+    part = cfg_of(*over, "run.compile=true", f"run.dir={tmp_path / 'p'}")
+    train_loop(part, stop_at=3)
+    assert train_loop(part, resume=True).losses == comp.losses
+    assert use_compile(cfg_of("optim.steps=20000"), "none")
+    assert not use_compile(cfg_of("optim.steps=1999"), "none")
+    assert not use_compile(cfg_of("optim.steps=20000", "model.regime=distributed"), "machine")
+
+
 @pytest.mark.parametrize("regime,mode", [("unconstrained", "data"), ("distributed", "machine")])
 def test_parallel_training_matches_single_process(tmp_path, regime, mode):
     """2 gloo processes: DDP (batch slices) and machine-parallel (one process per machine
@@ -343,3 +366,17 @@ def test_learned_kernel_same_on_inprocess_and_ray(tmp_path):
     b = solve_distributed(prob, opts, backend="ray", **kw)
     np.testing.assert_array_equal(a.D, b.D)
     assert a.iterations == b.iterations == 4
+
+
+def test_committed_checkpoints_load():
+    """Every published checkpoint (benchmarks/results/train/*/final.pt) loads, validates and
+    predicts finite numbers (four were once corrupted by a byte-level path edit)."""
+    import glob
+    root = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "results", "train")
+    paths = sorted(glob.glob(os.path.join(root, "*", "final.pt")))
+    assert paths, "no published checkpoints found"
+    for p in paths:
+        model, cfg, payload = load_checkpoint(p)
+        assert os.path.getsize(p) <= 1_000_000 and payload["step"] == cfg.optim.steps
+        X = step_batch(0, cfg.model, cfg.data, seed=0, size=8).X
+        assert torch.isfinite(model(X)).all(), p

@@ -534,6 +534,7 @@ def write_report(ex: Extraction, model: LinearTransformer, out: str) -> str:
               f"{ex.haar['diag_std']:.3f}, off-diagonal std {ex.haar['off_std']:.3f}; the learned "
               "blocks' normalised spectra are in scalars.csv.", ""]
         L += _cl_entry_stats(ex, model)
+        L += _cl_spectrum_table(ex, model)
     if ex.regime == "distributed":
         L += ["", "Communication pattern: 'VP to other machines' A' is the share of head μ's "
               "W_VP energy written into other machines' A columns (EAGLE: 0); 'C-channel "
@@ -548,7 +549,9 @@ def write_report(ex: Extraction, model: LinearTransformer, out: str) -> str:
     L += ["", f"τ = {TAU_FACTOR} × mean |w| per matrix; k-means levels (excluding 0) per layer: " +
           "; ".join(f"L{l + 1} QK {np.round(lv['qk'], 4).tolist()} VP {np.round(lv['vp'], 4).tolist()}"
                     for l, lv in enumerate(ex.levels)), ""]
-    L += ["Heatmaps: `weights_layer<ℓ>.png` (W_QK and W_VP of the kept head / every machine).", ""]
+    L += ["Heatmaps: `weights_layer<ℓ>.png` (W_QK and W_VP of the kept head / every machine)" +
+          ("; the sketch-spectrum plot: `sketch_spectrum.png`." if ex.regime == "compute_limited"
+           else "."), ""]
     path = os.path.join(out, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(L))
@@ -566,7 +569,79 @@ def write_report(ex: Extraction, model: LinearTransformer, out: str) -> str:
                 w.writerow([s.layer + 1, h, s.alpha1[h], s.alpha2[h], s.alpha3[h], m, e, g,
                             s.qk_pattern, s.vp_pattern, " ".join(f"{x:.4f}" for x in s.spectrum_qk)])
     _heatmaps(model, out)
+    if ex.regime == "compute_limited":
+        _sketch_spectrum_plot(model, out)
     return path
+
+
+def _a_blocks_normalised(model: LinearTransformer, l: int):
+    """Layer l's W_QK and W_VP A blocks, each scaled to spectral norm 1 and sign-aligned."""
+    d = model.cfg.d
+    QK, VP = model.layers[l].heads[0].products()
+    out = []
+    for W in (QK[:d, :d].double(), VP[:d, :d].double()):
+        W = W / torch.linalg.matrix_norm(W, 2)
+        out.append(W if float(W.diagonal().mean()) >= 0 else -W)
+    return out
+
+
+def _cl_spectrum_table(ex: Extraction, model: LinearTransformer) -> List[str]:
+    """The sketch-spectrum test in numbers: a Haar sketch's S Sᵀ is a rank-r projection, so its
+    normalised spectrum is r ones then zeros."""
+    r = model.cfg.r
+    rows = ["| layer | QK: σ_r/σ₁ | QK: energy beyond r | VP: σ_r/σ₁ | VP: energy beyond r |",
+            "|---|---|---|---|---|"]
+    for l in range(len(model.layers)):
+        cells = []
+        for W in _a_blocks_normalised(model, l):
+            sv = torch.linalg.svdvals(W)
+            cells += [f"{float(sv[r - 1] / sv[0]):.3f}",
+                      f"{float(sv[r:].pow(2).sum() / sv.pow(2).sum()):.3f}"]
+        rows.append(f"| {l + 1} | " + " | ".join(cells) + " |")
+    rows.append("| Haar S Sᵀ | 1.000 | 0.000 | 1.000 | 0.000 |")
+    return ["", "Sketch spectrum (plot: `sketch_spectrum.png`): singular values of the A blocks "
+            f"normalised by the largest; S Sᵀ of a Haar S is a rank-{r} projection (σ₁ = … = σ_r "
+            "= 1, nothing beyond r).", ""] + rows + [""]
+
+
+def _sketch_spectrum_plot(model: LinearTransformer, out: str, draws: int = 200) -> None:
+    """sketch_spectrum.png: the A blocks' normalised spectra per layer against a Haar sketch's
+    projection, and their entry distributions against S Sᵀ's (diagonal / off-diagonal)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    c = model.cfg
+    g = np.random.default_rng(0)
+    hd, ho = [], []
+    for _ in range(draws):
+        Q, _ = np.linalg.qr(g.standard_normal((c.d, c.r)))
+        P = Q @ Q.T
+        hd += list(np.diag(P))
+        ho += list(P[~np.eye(c.d, dtype=bool)])
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4))
+    idx = np.arange(1, c.d + 1)
+    ax[0].step(idx, [1.0] * c.r + [0.0] * (c.d - c.r), "k--", where="mid", label="Haar S Sᵀ")
+    ld, lo = [], []
+    for l in range(len(model.layers)):
+        QA, VA = _a_blocks_normalised(model, l)
+        ax[0].plot(idx, torch.linalg.svdvals(QA).numpy(), "o-", ms=3, label=f"W_QK layer {l + 1}")
+        ax[0].plot(idx, torch.linalg.svdvals(VA).numpy(), "x:", ms=3, label=f"W_VP layer {l + 1}")
+        ld += QA.diagonal().tolist()
+        lo += QA[~torch.eye(c.d, dtype=torch.bool)].tolist()
+    ax[0].set(xlabel="index", ylabel="σ_i / σ_1", title=f"A-block spectra (r = {c.r})")
+    ax[0].legend(fontsize=6, ncol=2)
+    for a, learned, haar, name in ((ax[1], ld, hd, "diagonal"), (ax[2], lo, ho, "off-diagonal")):
+        bins = np.linspace(min(min(learned), min(haar)), max(max(learned), max(haar)), 40)
+        a.hist(haar, bins=bins, density=True, alpha=0.5, label="Haar S Sᵀ")
+        a.hist(learned, bins=bins, density=True, alpha=0.5, label="W_QK A blocks (all layers)")
+        a.set(title=f"{name} entries (spectral norm 1)", xlabel="value")
+        a.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "sketch_spectrum.png"), dpi=90)
+    plt.close(fig)
 
 
 def _cl_entry_stats(ex: Extraction, model: LinearTransformer) -> List[str]:

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ..control import Progress, resolve_device
-from .config import TrainConfig, save_train_config, train_config_from_dict
+from .config import COMPILE_MIN_STEPS, TrainConfig, save_train_config, train_config_from_dict
 from .data import Batch, step_batch, fixed_test_set, zero_mse
 from .transformer import LinearTransformer
 
@@ -126,6 +126,7 @@ class TrainResult:
     clipped_fraction: float = 0.0
     world: int = 1
     mode: str = "none"
+    compiled: bool = False              # torch.compile'd step (its first step includes compiling)
 
 
 class _Comm:
@@ -145,6 +146,15 @@ class _Comm:
 
 def _loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).pow(2).mean()
+
+
+def use_compile(cfg: TrainConfig, mode: str) -> bool:
+    """Whether the training step is compiled (``run.compile``; auto: long runs, not machine mode)."""
+    c = cfg.run.compile
+    if c == "auto":
+        return (mode != "machine" and cfg.optim.steps >= COMPILE_MIN_STEPS
+                and hasattr(torch, "compile"))
+    return bool(c)
 
 
 def train_loop(cfg: TrainConfig, **kw) -> TrainResult:
@@ -232,6 +242,14 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)
                 return _ar(x)
+    def eager_loss(X, T):
+        return _loss_fn(net(X), T)
+    step_loss = eager_loss
+    compiled = mode != "machine" and use_compile(cfg, mode)
+    if compiled:
+        # the same function, fused by inductor (fewer passes over the activations); decided
+        # from the config alone, so a resumed run compiles exactly when the original did
+        step_loss = torch.compile(eager_loss, dynamic=False)
     end = o.steps if stop_at is None else min(o.steps, stop_at)
     bar = Progress(f"train {mc.regime}", o.steps, "step", progress and rank == 0)
     bar.update(start)
@@ -245,8 +263,22 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
             pred = all_reduce(model.machine_forward(X, rank, all_reduce)) / world
             loss = _loss_fn(pred, T)
             (loss / world).backward()
+        elif compiled and step == start:
+            try:
+                loss = step_loss(X, T)
+                loss.backward()
+            except Exception as e:       # no C++ compiler, unsupported device, ...
+                if cfg.run.compile is True:
+                    raise RuntimeError(f"run.compile=true: torch.compile failed ({e!r}); set "
+                                       "run.compile=false") from e
+                log.warning("torch.compile failed (%s: %s); training eagerly",
+                            type(e).__name__, str(e).splitlines()[0] if str(e) else "")
+                opt.zero_grad(set_to_none=True)
+                step_loss, compiled = eager_loss, False
+                loss = step_loss(X, T)
+                loss.backward()
         else:
-            loss = _loss_fn(net(X), T)
+            loss = step_loss(X, T)
             loss.backward()
         loss_v = float(loss.detach())
         if mode == "data":
@@ -318,7 +350,8 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
     res = TrainResult(run_dir=run_dir, steps=end, final_loss=losses[-1] if losses else float("nan"),
                       test=last_test, losses=losses, spikes=spikes, skipped=skipped,
                       seconds=seconds, steps_per_s=done / seconds if seconds > 0 else 0.0,
-                      clipped_fraction=clipped / max(1, len(losses)), world=world, mode=mode)
+                      clipped_fraction=clipped / max(1, len(losses)), world=world, mode=mode,
+                      compiled=compiled)
     if write:
         if end == o.steps:
             save_checkpoint(os.path.join(run_dir, "final.pt"), model, None, end, cfg,
@@ -381,7 +414,8 @@ def write_run_report(res: TrainResult, cfg: TrainConfig) -> None:
              f"- steps {res.steps} of {cfg.optim.steps}; batch {cfg.optim.batch}; lr {cfg.optim.lr};"
              f" clip {cfg.optim.clip}; parallel {res.mode} x {res.world}",
              f"- {res.steps_per_s:.1f} steps/s over the steps run in this session "
-             f"({res.seconds:.1f} s); threads {torch.get_num_threads()}",
+             f"({res.seconds:.1f} s, compile time included); threads {torch.get_num_threads()}; "
+             f"torch.compile {'on' if res.compiled else 'off'}",
              f"- test set: {cfg.eval.test_size} prompts (seed {cfg.eval.test_seed})",
              f"- test MSE {mse:.4g} (median {t.get('median', float('nan')):.4g}); zero predictor "
              f"{zero:.4g}; reduction {zero / mse if mse > 0 else float('nan'):.1f}x",
