@@ -138,3 +138,35 @@ def test_train_throughput_bench_via_cli(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["bench", "train", "--layouts", "gpu", "--out", str(out)])
     assert exc.value.code == 2 and "unknown layout 'gpu'" in capsys.readouterr().err
+
+
+def test_noise_comparison_via_cli(tmp_path):
+    """`bench noise` on two briefly trained checkpoints (noiseless, noisy): both test sets, both
+    targets, the extraction of each and the weight differences; bad pairs are refused."""
+    from eagle_dist.cli import main
+    from eagle_dist.model.config import load_train_config
+    from eagle_dist.model.train import train_loop
+    ck = {}
+    for label, var in (("clean", 0.0), ("noisy", 0.01)):
+        cfg = load_train_config("unconstrained", [
+            "optim.steps=30", "optim.batch=128", "eval.test_size=64", "eval.every=30",
+            "run.threads=1", f"data.noise_var={var}", f"run.dir={tmp_path / label}"])
+        train_loop(cfg)
+        ck[label] = str(tmp_path / label / "final.pt")
+    out = tmp_path / "noise"
+    assert main(["bench", "noise", "--pair", f"{ck['clean']}:{ck['noisy']}", "--prompts", "40",
+                 "--out", str(out)]) == 0
+    rows = read_csv(os.path.join(out, "noise.csv"))
+    assert {(r["model"], r["test_set"]) for r in rows} == {
+        (m, s) for m in ("noiseless-trained", "noisy-trained") for s in ("clean", "noisy")}
+    for r in rows:
+        _finite([r], "D_mean", "D_median", "Dhat_mean", "Dhat_median", "zero_D", "zero_Dhat")
+        if r["test_set"] == "clean":              # noiseless prompts: D = B A⁺ C
+            assert math.isclose(float(r["D_mean"]), float(r["Dhat_mean"]), rel_tol=1e-6)
+        else:                                      # noise makes them differ
+            assert float(r["zero_D"]) != float(r["zero_Dhat"])
+    w = read_csv(os.path.join(out, "weights.csv"))
+    assert len(w) == 4 and all(float(r["qk_rel_diff"]) > 0 for r in w)
+    assert "## Extraction" in (out / "summary.md").read_text()
+    with pytest.raises(SystemExit):                # reversed: the first must be noiseless
+        main(["bench", "noise", "--pair", f"{ck['noisy']}:{ck['clean']}", "--out", str(out)])
