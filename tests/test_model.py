@@ -287,6 +287,8 @@ def test_extraction_recovers_a_planted_eagle_exactly(regime, tmp_path):
             assert abs(a1 * a2 - x12) < 1e-12 and abs(a1 * a3 * M - x13) < 1e-12
     assert max(ex.table1) <= 1e-10 and abs(ex.replay_mse - ex.mse["transformer"]) < 1e-12
     assert abs(ex.ratio - 1.9) < 1e-6
+    if regime != "compute_limited":   # the least-squares scalars are the planted ones too
+        assert len(ex.table1_lsq) == len(ex.table1) and max(ex.table1_lsq) <= 1e-10
     if regime == "compute_limited":
         assert all(s.rank_qk == c.model.r and s.sketch_gap < 1e-8 for s in ex.structures)
     if regime == "distributed":
@@ -295,6 +297,8 @@ def test_extraction_recovers_a_planted_eagle_exactly(regime, tmp_path):
     path = write_report(ex, m, str(tmp_path))
     text = open(path).read()
     assert "EAGLE structure found" in text and os.path.exists(tmp_path / "weights_layer1.png")
+    if regime == "compute_limited":                   # the sketch-spectrum test and plot
+        assert "Sketch spectrum" in text and os.path.exists(tmp_path / "sketch_spectrum.png")
 
 
 @pytest.mark.parametrize("regime", REGIMES)

@@ -253,6 +253,55 @@ def _rule_from(structs: List[LayerStructure]):
     return rule
 
 
+def _pattern_products(model: LinearTransformer, a: Sequence[float], c: Sequence[float]):
+    """One layer's products with EAGLE's exact pattern: head μ reads its A columns (W_QK =
+    diag(I, 0)), writes a_μ·I into its own A columns and c_μ·I into every C/D block (W_VP)."""
+    cfg = model.cfg
+    if cfg.regime != "distributed":
+        F, d = cfg.d + cfg.d_query, cfg.d
+        QK = torch.zeros(F, F, dtype=torch.float64)
+        QK[:d, :d] = torch.eye(d)
+        VP = torch.diag(torch.tensor([a[0]] * d + [c[0]] * cfg.d_query, dtype=torch.float64))
+        return [(0, F, QK, VP)]
+    w, dl, M = block_width(cfg), cfg.d // cfg.machines, cfg.machines
+    row = []
+    for mu in range(M):
+        QK = torch.zeros(w, w, dtype=torch.float64)
+        QK[:dl, :dl] = torch.eye(dl)
+        VP = torch.zeros(w, M * w, dtype=torch.float64)
+        VP[:dl, mu * w:mu * w + dl] = a[mu] * torch.eye(dl)
+        for nu in range(M):
+            VP[dl:, nu * w + dl:(nu + 1) * w] = c[mu] * torch.eye(cfg.d_query)
+        row.append((mu * w, (mu + 1) * w, QK, VP))
+    return row
+
+
+def least_squares_rule(model: LinearTransformer, traj: List[torch.Tensor]):
+    """Per layer (per machine) the scalars (a_μ, c_μ) of EAGLE's exact pattern that best match
+    the transformer's own layer update, teacher-forced (input Z_ℓ of the transformer, target
+    Z_{ℓ+1} − Z_ℓ, least squares over every prompt and entry); as a rule for :func:`replay`.
+
+    The paper's extraction (and ``_rule_from``) reads the scalars off the products' diagonals;
+    this fit asks how close *any* one-scalar-per-block EAGLE rule can come, which separates the
+    fit's share of the Table 1 gap from the model's own off-pattern weights."""
+    cfg = model.cfg
+    K = cfg.machines if cfg.regime == "distributed" else 1
+    rule = []
+    for l in range(len(traj) - 1):
+        Z, target = traj[l], (traj[l + 1] - traj[l]).reshape(-1)
+        cols = []
+        for k in range(2 * K):                     # unit basis: a_0..a_{K-1}, c_0..c_{K-1}
+            e = [0.0] * (2 * K)
+            e[k] = 1.0
+            row = _pattern_products(model, e[:K], e[K:])
+            cols.append((product_trajectory(Z, cfg.n, [row])[1] - Z).reshape(-1))
+        Bm = torch.stack(cols, 1)
+        coef = torch.linalg.lstsq(Bm, target.unsqueeze(1)).solution[:, 0].tolist()
+        rule.append(dict(etarho=[-x for x in coef[:K]], gammarho=[-x for x in coef[K:]],
+                         sketch=None))
+    return rule
+
+
 def replay(X: torch.Tensor, model: LinearTransformer, rule) -> List[torch.Tensor]:
     """The extracted iteration on every prompt through :func:`eagle_update` (float64), laid out
     like the transformer's Z_ℓ (D block negated back to the transformer's sign)."""
@@ -350,6 +399,7 @@ class Extraction:
     has_structure: bool
     reasons: List[str]
     haar: Dict[str, float] = field(default_factory=dict)
+    table1_lsq: List[float] = field(default_factory=list)   # least-squares scalars' replay
 
 
 def extract(checkpoint: str, prompts: int = 2000, seed: Optional[int] = None,
@@ -433,6 +483,9 @@ def _extract(checkpoint, prompts, seed, model, cfg) -> Extraction:
         tf_traj = [z for z in traj]
         alg = replay(test.X, model, rule)
         table1 = fidelity(tf_traj, alg)
+        # the best one-scalar-per-block rule (teacher-forced least squares), for comparison
+        table1_lsq = (fidelity(tf_traj, replay(test.X, model, least_squares_rule(model, traj)))
+                      if c.regime != "compute_limited" else [])
         replay_mse = _readout_mse(alg[-1], model, test.target)
         refs = reference_iterations(test.X, test.target, model)
 
@@ -459,7 +512,8 @@ def _extract(checkpoint, prompts, seed, model, cfg) -> Extraction:
                       pruning=pruning, sparsify_mse=sparsify_mse, levels=levels,
                       structures=structs, batch_max_norm=bmax, eta_hat=eta_hat,
                       gamma_hat=gamma_hat, exponent=exponent, ratio=ratio, table1=table1,
-                      replay_mse=replay_mse, has_structure=not reasons, reasons=reasons, haar=haar)
+                      replay_mse=replay_mse, has_structure=not reasons, reasons=reasons, haar=haar,
+                      table1_lsq=table1_lsq)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -488,14 +542,19 @@ def write_report(ex: Extraction, model: LinearTransformer, out: str) -> str:
     L += ["", "Calibration (4-layer reference iterations on 1,024 prompts of this distribution, numpy): EAGLE-like ≈ 6.4e-3 (14.5x), best constants ≈ 1.8e-3,"
           " GD-like 0.017-0.026.", ""]
     L += ["## Fidelity (paper Table 1): mean (Z_ℓ^TF − Z_ℓ^alg)² per entry", "",
-          "| layer | this model | paper |", "|---|---|---|"]
+          "| layer | this model | least-squares scalars | paper |", "|---|---|---|---|"]
     paper = PAPER_TABLE1_ROWS.get(ex.regime, [])
     for l, v in enumerate(ex.table1):
         p = f"{paper[l]:.2e}" if l < len(paper) else ""
-        L.append(f"| {l} | {v:.3e} | {p} |")
+        q = f"{ex.table1_lsq[l]:.3e}" if l < len(ex.table1_lsq) else "—"
+        L.append(f"| {l} | {v:.3e} | {q} | {p} |")
     mx = max(ex.table1)
     L += ["", f"Maximum {mx:.3e} against the paper's {PAPER_TABLE1[ex.regime]:.2e} "
-          f"({'within' if mx <= PAPER_TABLE1[ex.regime] else 'ABOVE'} the paper's bound).", ""]
+          f"({'within' if mx <= PAPER_TABLE1[ex.regime] else 'ABOVE'} the paper's bound). "
+          "'this model': the scalars read off the products' diagonals (the paper's method); "
+          "'least-squares scalars': the one-scalar-per-block EAGLE rule fitted to the "
+          "transformer's own layer updates (teacher-forced least squares) — if it is no closer, "
+          "the gap lies in the model's off-pattern weights, not in how the scalars are read.", ""]
     L += ["## Per-layer scalars and the scaling law", "",
           "α₁ from W_QK's A block, α₂ from W_VP's A block, α₃ from W_VP's C block (sign-aligned: "
           "α₁ > 0); max‖A_ℓ‖₂ over the test batch from the transformer's own activations; "
@@ -557,9 +616,10 @@ def write_report(ex: Extraction, model: LinearTransformer, out: str) -> str:
         f.write("\n".join(L))
     with open(os.path.join(out, "table1.csv"), "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["layer", "mean_sq_diff", "paper"])
+        w.writerow(["layer", "mean_sq_diff", "mean_sq_diff_lsq", "paper"])
         for l, v in enumerate(ex.table1):
-            w.writerow([l, v, paper[l] if l < len(paper) else ""])
+            w.writerow([l, v, ex.table1_lsq[l] if l < len(ex.table1_lsq) else "",
+                        paper[l] if l < len(paper) else ""])
     with open(os.path.join(out, "scalars.csv"), "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["layer", "head", "alpha1", "alpha2", "alpha3", "batch_max_normA", "eta_hat",
