@@ -225,9 +225,8 @@ def layer_structure(model: LinearTransformer, prods_l, l: int) -> LayerStructure
     return LayerStructure(l, [sign * a1], [sign * a2], [sign * a3], qk_pat, vp_pat, q_share)
 
 
-def haar_sketch_stats(d: int, r: int, draws: int = 200, seed: int = 0) -> Dict[str, float]:
-    """Entry statistics of S Sᵀ (S: d × r Haar orthonormal), normalised to spectral norm 1:
-    diagonal mean/std and off-diagonal std (Fig. 4's comparison)."""
+def haar_projection_entries(d: int, r: int, draws: int = 200, seed: int = 0):
+    """Diagonal and off-diagonal entries of S Sᵀ over ``draws`` Haar sketches S (d × r)."""
     g = np.random.default_rng(seed)
     diag, off = [], []
     for _ in range(draws):
@@ -235,6 +234,13 @@ def haar_sketch_stats(d: int, r: int, draws: int = 200, seed: int = 0) -> Dict[s
         P = Q @ Q.T
         diag += list(np.diag(P))
         off += list(P[~np.eye(d, dtype=bool)])
+    return diag, off
+
+
+def haar_sketch_stats(d: int, r: int, draws: int = 200, seed: int = 0) -> Dict[str, float]:
+    """Entry statistics of S Sᵀ (S: d × r Haar orthonormal), normalised to spectral norm 1:
+    diagonal mean/std and off-diagonal std (Fig. 4's comparison)."""
+    diag, off = haar_projection_entries(d, r, draws, seed)
     return dict(diag_mean=float(np.mean(diag)), diag_std=float(np.std(diag)),
                 off_std=float(np.std(off)))
 
@@ -674,13 +680,7 @@ def _sketch_spectrum_plot(model: LinearTransformer, out: str, draws: int = 200) 
     except ImportError:
         return
     c = model.cfg
-    g = np.random.default_rng(0)
-    hd, ho = [], []
-    for _ in range(draws):
-        Q, _ = np.linalg.qr(g.standard_normal((c.d, c.r)))
-        P = Q @ Q.T
-        hd += list(np.diag(P))
-        ho += list(P[~np.eye(c.d, dtype=bool)])
+    hd, ho = haar_projection_entries(c.d, c.r, draws)
     fig, ax = plt.subplots(1, 3, figsize=(14, 4))
     idx = np.arange(1, c.d + 1)
     ax[0].step(idx, [1.0] * c.r + [0.0] * (c.d - c.r), "k--", where="mid", label="Haar S Sᵀ")
