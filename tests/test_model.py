@@ -291,6 +291,7 @@ def test_extraction_recovers_a_planted_eagle_exactly(regime, tmp_path):
         assert len(ex.table1_lsq) == len(ex.table1) and max(ex.table1_lsq) <= 1e-10
     if regime == "compute_limited":
         assert all(s.rank_qk == c.model.r and s.sketch_gap < 1e-8 for s in ex.structures)
+        assert all(s.vp_asymmetry < 1e-10 and s.subspace_cos > 1 - 1e-10 for s in ex.structures)
     if regime == "distributed":
         assert all(s.cross_a_share < 1e-20 and abs(s.cross_c_share - 1) < 1e-9
                    for s in ex.structures)

@@ -154,6 +154,8 @@ class LayerStructure:
     rank_vp: int = 0
     sketch_gap: float = float("nan")    # relative difference of normalised QK, VP A blocks
     spectrum_qk: List[float] = field(default_factory=list)
+    vp_asymmetry: float = float("nan")  # compute-limited: ‖VA − VAᵀ‖/‖VA‖ (sketched EAGLE: 0)
+    subspace_cos: float = float("nan")  # … smallest principal cosine, rank-r spaces of QA and VA
     cross_a_share: float = float("nan")  # distributed: VP energy sent to other machines' A cols
     cross_c_share: float = float("nan")  # … and to their C/D cols, relative to the C self block
     sketch: Optional[torch.Tensor] = None
@@ -215,8 +217,14 @@ def layer_structure(model: LinearTransformer, prods_l, l: int) -> LayerStructure
         gap = min(float(torch.linalg.matrix_norm(nq - s * nv) / torch.linalg.matrix_norm(nq))
                   for s in (1.0, -1.0))
         sign = 1.0 if a1 >= 0 else -1.0
+        # sketched EAGLE needs W_VP's A block ∝ the same projection S Sᵀ as W_QK's: symmetric,
+        # on the same rank-r subspace (column space of VA against S)
+        Uv = torch.linalg.svd(VA)[0][:, :r]
+        cos = float(torch.linalg.svdvals(S.T @ Uv).min())
+        asym = float(torch.linalg.matrix_norm(VA - VA.T) / torch.linalg.matrix_norm(VA))
         return LayerStructure(l, [sign * a1], [sign * a2], [sign * a3], qk_pat, vp_pat, q_share,
-                              rank_qk=rq, rank_vp=rv, sketch_gap=gap, spectrum_qk=spec, sketch=S)
+                              rank_qk=rq, rank_vp=rv, sketch_gap=gap, spectrum_qk=spec, sketch=S,
+                              vp_asymmetry=asym, subspace_cos=cos)
     a1 = float(QA.diagonal().mean())
     a2 = float(VA.diagonal().mean())
     qk_pat = _share(_energy(QA.diagonal()), _energy(QK))
@@ -582,19 +590,25 @@ def write_report(ex: Extraction, model: LinearTransformer, out: str) -> str:
           "(paper ≈ 1 and ≈ 1.9). The last layer is left out: its A update never reaches the "
           "readout (D_L depends on A_{L-1}), so training does not determine its α₁α₂.", ""]
     L += ["## Structure", "", "| layer | W_QK on pattern | W_VP on pattern | W_QK on C/D features |"
-          + (" rank QK / VP (A block) | sketch gap QK vs VP |" if ex.regime == "compute_limited" else "")
+          + (" rank QK / VP (A block) | sketch gap QK vs VP | VP asymmetry | QK-VP subspace cos |"
+             if ex.regime == "compute_limited" else "")
           + (" VP to other machines' A | C-channel cross/self |" if ex.regime == "distributed" else ""),
-          "|---|---|---|---|" + ("---|---|" if ex.regime in ("compute_limited", "distributed") else "")]
+          "|---|---|---|---|" + {"compute_limited": "---|---|---|---|",
+                                  "distributed": "---|---|"}.get(ex.regime, "")]
     for s in ex.structures:
         row = f"| {s.layer + 1} | {s.qk_pattern:.3f} | {s.vp_pattern:.3f} | {s.qk_query_share:.3f} |"
         if ex.regime == "compute_limited":
-            row += f" {s.rank_qk} / {s.rank_vp} | {s.sketch_gap:.2f} |"
+            row += (f" {s.rank_qk} / {s.rank_vp} | {s.sketch_gap:.2f} | {s.vp_asymmetry:.2f} |"
+                    f" {s.subspace_cos:.2f} |")
         if ex.regime == "distributed":
             row += f" {s.cross_a_share:.3f} | {s.cross_c_share:.3f} |"
         L.append(row)
     if ex.regime == "compute_limited":
         L += ["", f"Sketch test: numerical rank of the A blocks (singular values > 0.1·max) against "
-              f"r = {c.r}; the paper reports rank r and a QK-vs-VP gap of 0.28. S Sᵀ of a Haar "
+              f"r = {c.r}; the paper reports rank r and a QK-vs-VP gap of 0.28. Sketched EAGLE "
+              "needs W_VP's A block to be the same projection as W_QK's: symmetric (VP asymmetry "
+              "‖VA − VAᵀ‖/‖VA‖ = 0) on the same subspace (smallest principal cosine between W_QK's "
+              f"sketch and W_VP's top-{c.r} column space = 1). S Sᵀ of a Haar "
               f"S ({c.d}x{c.r}), spectral norm 1: diagonal mean {ex.haar['diag_mean']:.3f} ± "
               f"{ex.haar['diag_std']:.3f}, off-diagonal std {ex.haar['off_std']:.3f}; the learned "
               "blocks' normalised spectra are in scalars.csv.", ""]
