@@ -385,3 +385,11 @@ def test_committed_checkpoints_load():
         assert os.path.getsize(p) <= 1_000_000 and payload["step"] == cfg.optim.steps
         X = step_batch(0, cfg.model, cfg.data, seed=0, size=8).X
         assert torch.isfinite(model(X)).all(), p
+
+
+def test_verdict_does_not_apply_the_noiseless_calibration_to_noisy_models():
+    from eagle_dist.model.train import verdict
+    assert "gradient descent" in verdict(0.023, 0.105, 0.018)
+    v = verdict(0.023, 0.105, 0.018, noise_var=0.01)
+    assert "noisy prompts" in v and "gradient descent" not in v and "4.6x" in v
+    assert "unstable" in verdict(5.0, 0.105, 0.018, noise_var=0.01)
