@@ -393,3 +393,20 @@ def test_verdict_does_not_apply_the_noiseless_calibration_to_noisy_models():
     v = verdict(0.023, 0.105, 0.018, noise_var=0.01)
     assert "noisy prompts" in v and "gradient descent" not in v and "4.6x" in v
     assert "unstable" in verdict(5.0, 0.105, 0.018, noise_var=0.01)
+
+
+def test_tied_layers_share_one_set_of_weights(tmp_path):
+    """model.tied: every layer is the same module (one set of parameters), it trains, saves and
+    loads; machine-parallel training gets each head's parameters once."""
+    c = cfg_of("model.tied=true", "optim.steps=5", "optim.batch=32", "eval.test_size=32",
+               "eval.every=5", "run.threads=1", f"run.dir={tmp_path / 't'}")
+    m = LinearTransformer(c.model, seed=0)
+    assert all(layer is m.layers[0] for layer in m.layers) and len(list(m.parameters())) == 4
+    res = train_loop(c)
+    assert res.losses[0] != res.losses[-1]
+    m2, c2, _ = load_checkpoint(str(tmp_path / "t" / "final.pt"))
+    assert c2.model.tied and m2.layers[0] is m2.layers[3]
+    d = LinearTransformer(cfg_of("model.tied=true", "model.regime=distributed").model, seed=0)
+    assert len(d.head_parameters(1)) == 4
+    with pytest.raises(ValueError, match="model.tied"):
+        cfg_of("model.tied=3")

@@ -38,6 +38,7 @@ class ModelConfig:
     machines: int = 3                   # distributed: M
     init_std: float = 0.02              # N(0, init_std²) for every factor (bilinear: no zero init)
     readout: str = "neg"                # prediction = -D_L (neg, the paper's sign) or +D_L (pos)
+    tied: bool = False                  # one layer's weights shared by every layer (ablation)
 
 
 @dataclass
@@ -146,6 +147,8 @@ def validate_train_config(cfg: TrainConfig, source: str = "<config>") -> None:
         bad("data.noise_var", dc.noise_var, "must be a finite variance >= 0")
     if dc.target not in ("D", "nystrom"):
         bad("data.target", dc.target, "must be D (the hidden block) or nystrom (B A⁺ C)")
+    if not isinstance(m.tied, bool):
+        bad("model.tied", m.tied, "must be true or false")
     if m.readout not in ("neg", "pos"):
         bad("model.readout", m.readout, "must be neg (prediction -D_L) or pos (+D_L)")
     if o.seed < 0 or e.test_seed < 0:

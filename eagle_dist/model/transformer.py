@@ -157,14 +157,16 @@ class LinearTransformer(nn.Module):
         H, k, kv = widths(cfg)
         F = features(cfg)
         layers = []
-        for _ in range(cfg.layers):
+        for _ in range(1 if cfg.tied else cfg.layers):
             heads = []
             for h in range(H):
                 lo, hi = (h * block_width(cfg), (h + 1) * block_width(cfg)) \
                     if cfg.regime == "distributed" else (0, F)
                 heads.append(Head(lo, hi, F, k, kv, cfg.init_std, g))
             layers.append(Layer(heads))
-        self.layers = nn.ModuleList(layers)
+        # tied (the ablation of PAPER-NOTES §3): the same Layer object at every depth, so one set
+        # of constants must serve every ‖A_ℓ‖ — which EAGLE's per-layer step sizes do not allow
+        self.layers = nn.ModuleList(layers * cfg.layers if cfg.tied else layers)
 
     # -- layout -----------------------------------------------------------------------------
     def embed(self, X: torch.Tensor) -> torch.Tensor:
@@ -246,7 +248,13 @@ class LinearTransformer(nn.Module):
 
     def head_parameters(self, mu: int):
         """Parameters of head ``mu`` in every layer (machine μ's own weights)."""
-        return [p for layer in self.layers for p in layer.heads[mu].parameters()]
+        out, seen = [], set()
+        for layer in self.layers:            # a tied model repeats the same layer: once each
+            for p in layer.heads[mu].parameters():
+                if id(p) not in seen:
+                    seen.add(id(p))
+                    out.append(p)
+        return out
 
 
 def build_model(cfg: ModelConfig, seed: int = 0) -> LinearTransformer:
