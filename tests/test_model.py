@@ -2,6 +2,7 @@
 extraction (planted and random models) and the learned distributed kernel."""
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -410,3 +411,35 @@ def test_tied_layers_share_one_set_of_weights(tmp_path):
     assert len(d.head_parameters(1)) == 4
     with pytest.raises(ValueError, match="model.tied"):
         cfg_of("model.tied=3")
+
+
+def test_norm_guarded_prediction_is_scale_covariant_and_leaves_small_prompts_alone():
+    """guarded(X): prompts with ‖A‖₂ <= tau untouched; larger ones scaled to tau and back, so
+    guarded(3X) = 3 guarded(X) — the covariance of the target D = B A⁺ C — while the raw model,
+    whose per-layer constants are fixed, is not scale covariant."""
+    from eagle_dist.model.data import norm_guard
+    c = cfg_of()
+    m = planted_model(c, [-1.0 / s ** 2 for s in (7.5, 5.0, 3.0, 2.0)],
+                      [-1.9 / s ** 2 for s in (7.5, 5.0, 3.0, 2.0)])
+    X = step_batch(0, c.model, c.data, seed=3, size=64, dtype=torch.float64).X
+    nA = torch.linalg.matrix_norm(X[:, :18, :18], 2)
+    tau = norm_guard(c.model, c.data, seed=0)
+    assert 4.0 < tau < 8.0                         # the 95 % quantile of this distribution
+    small, big = nA <= tau, nA > tau
+    assert small.any() and big.any()
+    with torch.no_grad():
+        g = m.guarded(X, tau)
+        assert torch.equal(g[small], m(X)[small])
+        g3 = m.guarded(3 * X, tau)
+        torch.testing.assert_close(g3[big], 3 * g[big], rtol=1e-12, atol=1e-12)
+        raw3 = m(3 * X)
+        assert not torch.allclose(raw3[big], 3 * m(X)[big], rtol=1e-3)
+
+
+def test_training_summary_reports_the_norm_guarded_figures(tmp_path):
+    c = cfg_of("optim.steps=4", "optim.batch=32", "eval.test_size=256", "eval.every=4",
+               "run.threads=1", f"run.dir={tmp_path / 'g'}")
+    res = train_loop(c)
+    t = res.test
+    assert t["guarded_prompts"] > 0 and math.isfinite(t["guarded_mse"]) and 4 < t["guard"] < 8
+    assert "norm-guarded prediction" in (tmp_path / "g" / "summary.md").read_text()

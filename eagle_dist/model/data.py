@@ -90,6 +90,18 @@ def batch_max_norm(A: torch.Tensor) -> float:
     return float(torch.linalg.matrix_norm(A.double(), ord=2).max())
 
 
+#: the quantile of ‖A‖₂ over training prompts that norm-guarded prediction scales down to
+GUARD_QUANTILE = 0.95
+
+
+def norm_guard(mc: ModelConfig, dc: DataConfig, seed: int, q: float = GUARD_QUANTILE,
+               size: int = 8192) -> float:
+    """The ``q``-quantile of ‖A‖₂ over ``size`` prompts of the training distribution (a stream of
+    its own, seeded by ``seed``): the ``max_norm`` of :meth:`LinearTransformer.guarded`."""
+    b = sample_batch(size, mc, dc, seed=step_seed(seed, 0, stream=2), dtype=torch.float64)
+    return float(torch.quantile(torch.linalg.matrix_norm(b.X[:, :mc.n, :mc.d], ord=2), q))
+
+
 def as_numpy_problem(batch: Batch, i: int, mc: ModelConfig):
     """Prompt ``i`` as a :class:`eagle_dist.problem.Problem` (for the solver side)."""
     from ..problem import Problem
@@ -99,4 +111,4 @@ def as_numpy_problem(batch: Batch, i: int, mc: ModelConfig):
 
 
 __all__ = ["Batch", "sample_batch", "step_batch", "fixed_test_set", "prompt", "zero_mse", "step_seed",
-           "batch_max_norm", "as_numpy_problem"]
+           "batch_max_norm", "as_numpy_problem", "norm_guard", "GUARD_QUANTILE"]

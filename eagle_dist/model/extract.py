@@ -39,7 +39,7 @@ import torch
 
 from ..kernels import eagle_update
 from .config import TrainConfig
-from .data import Batch, fixed_test_set
+from .data import Batch, fixed_test_set, norm_guard
 from .transformer import LinearTransformer, block_width
 
 TAU_FACTOR = 1.5
@@ -504,8 +504,11 @@ def _extract(checkpoint, prompts, seed, model, cfg) -> Extraction:
         replay_mse = _readout_mse(alg[-1], model, test.target)
         refs = reference_iterations(test.X, test.target, model)
 
-    mse = {"transformer": mse_tf, "extracted rule (replay)": replay_mse, **refs,
-           "zero predictor": zero}
+        guard = norm_guard(c, cfg.data, cfg.optim.seed)
+        mse_guarded = float((model.guarded(test.X, guard) - test.target).pow(2).mean())
+    mse = {"transformer": mse_tf,
+           f"transformer, norm-guarded (‖A‖₂ scaled down to {guard:.3g} where above)": mse_guarded,
+           "extracted rule (replay)": replay_mse, **refs, "zero predictor": zero}
     reasons = []
     if not mse_tf < 0.5 * zero:
         reasons.append(f"the transformer is barely better than the zero predictor "

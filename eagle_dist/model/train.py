@@ -35,7 +35,7 @@ import torch
 
 from ..control import Progress, resolve_device
 from .config import COMPILE_MIN_STEPS, TrainConfig, save_train_config, train_config_from_dict
-from .data import Batch, step_batch, fixed_test_set, zero_mse
+from .data import GUARD_QUANTILE, Batch, step_batch, fixed_test_set, norm_guard, zero_mse
 from .transformer import LinearTransformer
 
 log = logging.getLogger("eagle_dist.train")
@@ -58,8 +58,9 @@ def default_run_dir(cfg: TrainConfig) -> str:
 
 @torch.no_grad()
 def evaluate(model: LinearTransformer, test: Batch, chunk: int = 2048,
-             heads: Optional[list] = None) -> Dict[str, Any]:
-    """Test MSE after every layer (the readout of Z_ℓ), mean and median over prompts."""
+             heads: Optional[list] = None, guard: Optional[float] = None) -> Dict[str, Any]:
+    """Test MSE after every layer (the readout of Z_ℓ), mean and median over prompts; with
+    ``guard`` also the norm-guarded prediction's (:meth:`LinearTransformer.guarded`)."""
     per_layer: List[List[torch.Tensor]] = [[] for _ in range(model.cfg.layers + 1)]
     for i in range(0, test.X.shape[0], chunk):
         X, T = test.X[i:i + chunk], test.target[i:i + chunk]
@@ -67,9 +68,16 @@ def evaluate(model: LinearTransformer, test: Batch, chunk: int = 2048,
             per_layer[l].append((model.readout(Z) - T).double().pow(2).mean(dim=(1, 2)))
     errs = [torch.cat(p) for p in per_layer]
     mean = [float(e.mean()) for e in errs]
-    return dict(mse=mean[-1], median=float(errs[-1].median()), per_layer=mean,
-                per_layer_median=[float(e.median()) for e in errs], zero=zero_mse(test),
-                finite=bool(all(math.isfinite(m) for m in mean)))
+    out = dict(mse=mean[-1], median=float(errs[-1].median()), per_layer=mean,
+               per_layer_median=[float(e.median()) for e in errs], zero=zero_mse(test),
+               finite=bool(all(math.isfinite(m) for m in mean)))
+    if guard is not None and heads is None:
+        g = torch.cat([(model.guarded(test.X[i:i + chunk], guard) - test.target[i:i + chunk])
+                       .double().pow(2).mean(dim=(1, 2)) for i in range(0, test.X.shape[0], chunk)])
+        nA = torch.linalg.matrix_norm(test.X[:, :model.cfg.n, :model.cfg.d].double(), ord=2)
+        out.update(guard=guard, guarded_mse=float(g.mean()), guarded_median=float(g.median()),
+                   guarded_prompts=int((nA > guard).sum()))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,8 +349,9 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
     seconds = time.perf_counter() - t0
     if mode == "machine":
         _sync_heads(model, world)
-    if rank == 0 and not last_test:
-        last_test = evaluate(model, test)
+    if rank == 0:
+        # the final figures, with the norm-guarded prediction next to the raw one
+        last_test = evaluate(model, test, guard=norm_guard(mc, cfg.data, o.seed))
     for f in (metrics_f, test_f):
         if f is not None:
             f[0].close()
@@ -420,6 +429,12 @@ def write_run_report(res: TrainResult, cfg: TrainConfig) -> None:
              f"- test MSE {mse:.4g} (median {t.get('median', float('nan')):.4g}); zero predictor "
              f"{zero:.4g}; reduction {zero / mse if mse > 0 else float('nan'):.1f}x",
              f"- per layer: " + ", ".join(f"{v:.4g}" for v in t.get("per_layer", [])),
+             *([f"- norm-guarded prediction (the {t['guarded_prompts']} test prompts with "
+                f"‖A‖₂ > {t['guard']:.3g}, the training distribution's {GUARD_QUANTILE:.0%} "
+                f"quantile, scaled down to it and the prediction scaled back; exact for the "
+                f"target): test MSE {t['guarded_mse']:.4g} (median {t['guarded_median']:.4g}); "
+                f"reduction {zero / t['guarded_mse'] if t['guarded_mse'] > 0 else float('nan'):.1f}x"]
+               if "guarded_mse" in t else []),
              f"- loss spikes (> {SPIKE_FACTOR:g}x running median): {res.spikes}; skipped "
              f"non-finite steps: {res.skipped}; clipped steps: {100 * res.clipped_fraction:.1f}%",
              "", verdict(mse, zero, t.get("median", float("nan")), cfg.data.noise_var), ""]
@@ -465,7 +480,8 @@ def verdict(mse: float, zero: float, median: float = float("nan"), noise_var: fl
         return (f"**Verdict: unstable.** The median test MSE is {median:.3g} ({zero / median:.1f}x "
                 f"below the zero predictor) but the mean is {mse:.3g}: on a few test prompts the "
                 "learned iteration blows up (its per-layer constants are fixed, so a prompt whose "
-                "‖A‖₂ exceeds the scale seen in training gets an unstable step).")
+                "‖A‖₂ exceeds the scale seen in training gets an unstable step; the "
+                "norm-guarded prediction keeps such prompts in the trained range).")
     if mse <= EAGLE_LIKE_MSE * 1.5:
         return (f"Verdict: {red:.1f}x below the zero predictor, at or below the EAGLE calibration "
                 f"(~{EAGLE_LIKE_MSE:g}): consistent with an EAGLE-like (second-order) rule.")

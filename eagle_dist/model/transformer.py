@@ -218,6 +218,19 @@ class LinearTransformer(nn.Module):
             Z = layer(Z, self.cfg.n, None if heads is None else heads[l])
         return self.readout(Z)
 
+    def guarded(self, X: torch.Tensor, max_norm: float) -> torch.Tensor:
+        """Norm-guarded prediction: a prompt whose ‖A‖₂ exceeds ``max_norm`` is scaled by
+        ``1/s`` (s = ‖A‖₂ / max_norm) before the model and its prediction by ``s`` after.
+
+        Exact for the target: scaling all of X by 1/s scales D and B A⁺ C by 1/s. It keeps every
+        prompt inside the ‖A‖ range the fixed per-layer constants were trained on — beyond it a
+        learned cubic step σ(1 + α₁α₂σ²) can overshoot and blow up (EAGLE itself normalises by
+        ‖A‖₂ for this reason). Prompts below ``max_norm`` are untouched."""
+        c = self.cfg
+        norms = torch.linalg.matrix_norm(X[:, :c.n, :c.d].double(), ord=2)
+        s = torch.clamp(norms / max_norm, min=1.0).to(X.dtype)[:, None, None]
+        return self(X / s) * s
+
     def trajectory(self, X: torch.Tensor, heads: Optional[List[Sequence[int]]] = None) -> List[torch.Tensor]:
         """[Z₀, Z₁, …, Z_L] (for per-layer metrics and the replay)."""
         Z = self.embed(X)
