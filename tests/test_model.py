@@ -443,3 +443,30 @@ def test_training_summary_reports_the_norm_guarded_figures(tmp_path):
     t = res.test
     assert t["guarded_prompts"] > 0 and math.isfinite(t["guarded_mse"]) and 4 < t["guard"] < 8
     assert "norm-guarded prediction" in (tmp_path / "g" / "summary.md").read_text()
+
+
+def test_extraction_merges_heads_that_share_the_update(tmp_path):
+    """Eight heads each carrying a share of a planted EAGLE layer: pruning to one head loses the
+    model, so the extraction merges them — the summed scalars are the planted ones, exactly."""
+    c1 = cfg_of()
+    c8 = cfg_of("model.heads=8")
+    scale = [7.5, 5.0, 3.0, 2.0]
+    a12 = [-1.0 / s ** 2 for s in scale]
+    a13 = [-1.9 / s ** 2 for s in scale]
+    one = planted_model(c1, a12, a13)
+    m = LinearTransformer(c8.model, seed=0).double()
+    share = torch.arange(1, 9, dtype=torch.float64) / 36          # unequal shares, sum 1
+    with torch.no_grad():
+        for l1, l8 in zip(one.layers, m.layers):
+            src = l1.heads[0]
+            for h, head in enumerate(l8.heads):
+                head.wq.copy_(src.wq), head.wk.copy_(src.wk), head.wv.copy_(src.wv)
+                head.wp.copy_(src.wp * share[h])
+    ex = extract("<planted 8 heads>", prompts=30, model=m, cfg=c8)
+    assert ex.merged_heads and ex.has_structure, ex.reasons
+    assert ex.sparsify_mse["pruned"] > 1.5 * ex.mse["transformer"]
+    for s, x12, x13 in zip(ex.structures, a12, a13):
+        assert abs(s.alpha1[0] * s.alpha2[0] - x12) < 1e-12 and abs(s.alpha1[0] * s.alpha3[0] - x13) < 1e-12
+    assert max(ex.table1) <= 1e-10 and abs(ex.replay_mse - ex.mse["transformer"]) < 1e-12
+    text = open(write_report(ex, m, str(tmp_path))).read()
+    assert "merged: one EAGLE head" in text and "trained (all heads)" in text

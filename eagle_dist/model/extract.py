@@ -233,6 +233,22 @@ def layer_structure(model: LinearTransformer, prods_l, l: int) -> LayerStructure
     return LayerStructure(l, [sign * a1], [sign * a2], [sign * a3], qk_pat, vp_pat, q_share)
 
 
+#: a pruned single head "keeps" the model when its test MSE is within this factor of the full one
+PRUNE_KEEP = 1.5
+
+
+def merge_heads(heads: List[LayerStructure], l: int) -> LayerStructure:
+    """One EAGLE layer from heads that read the same features: α₁α₂ and α₁α₃ summed over the
+    heads (α₁ := 1), pattern shares weighted by each head's scalars' size."""
+    a12 = sum(s.alpha1[0] * s.alpha2[0] for s in heads)
+    a13 = sum(s.alpha1[0] * s.alpha3[0] for s in heads)
+    w = np.array([abs(s.alpha1[0] * s.alpha2[0]) + abs(s.alpha1[0] * s.alpha3[0]) for s in heads])
+    w = w / w.sum() if w.sum() > 0 else np.full(len(heads), 1.0 / len(heads))
+    avg = lambda f: float(sum(wi * getattr(s, f) for wi, s in zip(w, heads)))  # noqa: E731
+    return LayerStructure(l, [1.0], [a12], [a13], avg("qk_pattern"), avg("vp_pattern"),
+                          avg("qk_query_share"))
+
+
 def haar_projection_entries(d: int, r: int, draws: int = 200, seed: int = 0):
     """Diagonal and off-diagonal entries of S Sᵀ over ``draws`` Haar sketches S (d × r)."""
     g = np.random.default_rng(seed)
@@ -415,6 +431,7 @@ class Extraction:
     haar: Dict[str, float] = field(default_factory=dict)
     table1_lsq: List[float] = field(default_factory=list)   # least-squares scalars' replay
     noise_var: float = 0.0                                   # of the prompts (training data)
+    merged_heads: bool = False          # scalars summed over all heads (pruning lost the model)
 
 
 def extract(checkpoint: str, prompts: int = 2000, seed: Optional[int] = None,
@@ -478,6 +495,14 @@ def _extract(checkpoint, prompts, seed, model, cfg) -> Extraction:
 
         # 4-5. structure, scalars, scaling law
         structs = [layer_structure(model, row, l) for l, row in enumerate(prods)]
+        merged = H > 1 and c.regime == "unconstrained" and not mse_pruned <= PRUNE_KEEP * mse_tf
+        if merged:
+            # the heads share the update (one kept head loses the model): every head reads the
+            # same features, so EAGLE-pattern heads add up to one EAGLE layer whose scalars are
+            # the sums of the heads' α₁α₂ and α₁α₃ — extract that merged head instead
+            structs = [merge_heads([layer_structure(model, [h], l) for h in row], l)
+                       for l, row in enumerate(full)]
+            prods = full
         traj = product_trajectory(model.embed(test.X), c.n, prods)
         bmax = [float(torch.linalg.matrix_norm(model.a_blocks(Z), 2).max()) for Z in traj[:-1]]
         a12 = [float(np.mean([a * b for a, b in zip(s.alpha1, s.alpha2)])) for s in structs]
@@ -531,7 +556,8 @@ def _extract(checkpoint, prompts, seed, model, cfg) -> Extraction:
                       structures=structs, batch_max_norm=bmax, eta_hat=eta_hat,
                       gamma_hat=gamma_hat, exponent=exponent, ratio=ratio, table1=table1,
                       replay_mse=replay_mse, has_structure=not reasons, reasons=reasons, haar=haar,
-                      table1_lsq=table1_lsq, noise_var=cfg.data.noise_var)
+                      table1_lsq=table1_lsq, noise_var=cfg.data.noise_var,
+                      merged_heads=merged)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -633,8 +659,20 @@ def write_report(ex: Extraction, model: LinearTransformer, out: str) -> str:
           "| model | test MSE |", "|---|---|"]
     for size, v in ex.pruning:
         L.append(f"| {size} head(s) per layer | {v:.4g} |")
+    if ex.merged_heads:
+        L.append(f"| merged: one EAGLE head with the heads' summed scalars (replay) | "
+                 f"{ex.replay_mse:.4g} |")
     for k, v in ex.sparsify_mse.items():
-        L.append(f"| {k} (1 head) | {v:.4g} |")
+        L.append(f"| {k} ({'all heads' if k == 'trained' else '1 head'}) | {v:.4g} |")
+    if ex.merged_heads:
+        L += ["", f"Pruning to the single most important head per layer (by ΔMSE) loses the model "
+              f"(test MSE {ex.sparsify_mse['pruned']:.3g} vs {ex.mse['transformer']:.3g} with all "
+              f"{ex.pruning[0][0]} heads): the heads share the update. Every head reads the same "
+              "features, so heads with EAGLE's pattern add up to one EAGLE layer whose scalars are "
+              "the sums of the heads' α₁α₂ and α₁α₃; the scalars, the scaling law, Table 1 and the "
+              "replay above use that merged head (α₁ := 1, α₂ = Σ α₁α₂, α₃ = Σ α₁α₃), and the "
+              "pattern shares are the heads' weighted means. The sparsified and quantised rows "
+              "are the pruned single head's."]
     L += ["", f"τ = {TAU_FACTOR} × mean |w| per matrix; k-means levels (excluding 0) per layer: " +
           "; ".join(f"L{l + 1} QK {np.round(lv['qk'], 4).tolist()} VP {np.round(lv['vp'], 4).tolist()}"
                     for l, lv in enumerate(ex.levels)), ""]
