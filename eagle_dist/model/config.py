@@ -74,7 +74,7 @@ class TrainRunConfig:
     device: str = "auto"                # auto | cpu | cuda[:k]
     dtype: str = "float32"
     # torch.compile the training step: auto = on for runs of >= COMPILE_MIN_STEPS steps
-    # (1.2-1.4x steps/s measured on 2 CPU cores; ~10-25 s to compile), off for short runs
+    # (1.1-1.9x steps/s measured on 2 CPU cores; ~10-25 s to compile), off for short runs
     compile: Any = "auto"               # auto | true | false
 
 
