@@ -5,8 +5,8 @@ one with a positive noise variance, the paper's 0.01):
 
 * test MSE of both models on a noiseless and on a noisy test set (the same seeded prompts, the
   noisy one with the noisy model's variance added to all of X), mean and median, against the
-  hidden block D and against the Nyström estimate D̂ = B A⁺ C of the (noisy) prompt (PAPER-NOTES
-  §3.11: the paper's target under noise is ambiguous, so both are reported);
+  hidden block D and against the Nyström estimate D̂ = B A⁺ C of the (noisy) prompt (the paper's
+  target under noise is ambiguous, so both are reported);
 * the extraction of each model on its own training distribution (verdict, η̂, γ̂ per layer, the
   scaling exponent, Table 1 maximum) — Fig. 14's quantities under noise;
 * how far the weights moved: per layer, ``‖W_noisy − W_clean‖_F / ‖W_clean‖_F`` of the products

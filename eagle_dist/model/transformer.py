@@ -164,7 +164,7 @@ class LinearTransformer(nn.Module):
                     if cfg.regime == "distributed" else (0, F)
                 heads.append(Head(lo, hi, F, k, kv, cfg.init_std, g))
             layers.append(Layer(heads))
-        # tied (the ablation of PAPER-NOTES §3): the same Layer object at every depth, so one set
+        # tied (an ablation): the same Layer object at every depth, so one set
         # of constants must serve every ‖A_ℓ‖ — which EAGLE's per-layer step sizes do not allow
         self.layers = nn.ModuleList(layers * cfg.layers if cfg.tied else layers)
 
