@@ -47,16 +47,10 @@ def _mse_rows(model, X, targets: Dict[str, "object"]) -> Dict[str, float]:
     return out
 
 
-def _nystrom(X, n: int, d: int):
-    import torch
-    A, B, C = X[:, :n, :d], X[:, n:, :d], X[:, :n, d:]
-    return B @ torch.linalg.pinv(A) @ C
-
-
 def compare_pair(clean_ckpt: str, noisy_ckpt: str, prompts: int) -> Dict[str, object]:
     import dataclasses
     import torch
-    from ..model.data import fixed_test_set
+    from ..model.data import fixed_test_set, nystrom
     from ..model.extract import extract, model_products
     from ..model.train import load_checkpoint
     mc_, cc, _ = load_checkpoint(clean_ckpt)
@@ -74,7 +68,7 @@ def compare_pair(clean_ckpt: str, noisy_ckpt: str, prompts: int) -> Dict[str, ob
     for label, var in (("clean", 0.0), ("noisy", cn.data.noise_var)):
         dc = dataclasses.replace(cc.data, noise_var=var, target="D")
         X = fixed_test_set(m, dc, prompts, cc.eval.test_seed, dtype=torch.float64).X
-        sets[label] = (X, {"D": X[:, m.n:, m.d:], "Dhat": _nystrom(X, m.n, m.d)})
+        sets[label] = (X, {"D": X[:, m.n:, m.d:], "Dhat": nystrom(X, m.n, m.d)})
     rows = []
     for model_label, model in (("noiseless-trained", mc_), ("noisy-trained", mn_)):
         for set_label, (X, targets) in sets.items():

@@ -56,16 +56,18 @@ def _measure(regime: str, layout: str, steps: int, warmup: int, out: str):
 
 
 def run(args) -> int:
+    layouts = args.layouts.split(",")
+    for layout in layouts:                       # every argument checked before any cell runs
+        base, _, extra = layout.partition("+")
+        if base not in LAYOUTS or extra not in ("", "compile"):
+            raise ValueError(f"--layouts: unknown layout {layout!r}; use "
+                             f"{', '.join(LAYOUTS)}, each optionally with +compile")
+    if not 0 < args.warmup < args.steps:
+        raise ValueError(f"--warmup={args.warmup} must be between 1 and --steps - 1")
     os.makedirs(args.out, exist_ok=True)
     rows = []
     for regime in args.regimes.split(","):
-        for layout in args.layouts.split(","):
-            base, _, extra = layout.partition("+")
-            if base not in LAYOUTS or extra not in ("", "compile"):
-                raise ValueError(f"--layouts: unknown layout {layout!r}; use "
-                                 f"{', '.join(LAYOUTS)}, each optionally with +compile")
-            if not 0 < args.warmup < args.steps:
-                raise ValueError(f"--warmup={args.warmup} must be between 1 and --steps - 1")
+        for layout in layouts:
             load0 = os.getloadavg()[0]
             t0 = time.perf_counter()
             sps, first = _measure(regime, layout, args.steps, args.warmup, args.out)

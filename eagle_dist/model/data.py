@@ -51,12 +51,17 @@ def sample_batch(size: int, mc: ModelConfig, dc: DataConfig, *, seed: int,
     if dc.noise_var > 0:
         X = X + dc.noise_var ** 0.5 * torch.randn(X.shape, generator=g, device=device, dtype=dtype)
     if dc.target == "nystrom":
-        A, B, C = X[:, :mc.n, :mc.d], X[:, mc.n:, :mc.d], X[:, :mc.n, mc.d:]
-        target = (B.double() @ torch.linalg.pinv(A.double()) @ C.double()).to(dtype)
+        target = nystrom(X, mc.n, mc.d).to(dtype)
     else:
         target = X[:, mc.n:, mc.d:].clone()
     del clean
     return Batch(X=X, target=target)
+
+
+def nystrom(X: torch.Tensor, n: int, d: int) -> torch.Tensor:
+    """B A⁺ C of every prompt in X (float64)."""
+    A, B, C = X[:, :n, :d].double(), X[:, n:, :d].double(), X[:, :n, d:].double()
+    return B @ torch.linalg.pinv(A) @ C
 
 
 def step_batch(step: int, mc: ModelConfig, dc: DataConfig, *, seed: int, size: int,

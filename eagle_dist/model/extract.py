@@ -768,11 +768,8 @@ def _sketch_spectrum_plot(model: LinearTransformer, out: str, draws: int = 200) 
 
 def _cl_entry_stats(ex: Extraction, model: LinearTransformer) -> List[str]:
     rows = ["| layer | diag mean (normalised) | diag std | off-diag std |", "|---|---|---|---|"]
-    for l, layer in enumerate(model.layers):
-        QK, _ = layer.heads[0].products()
-        QA = QK[:model.cfg.d, :model.cfg.d].double()
-        QA = QA / torch.linalg.matrix_norm(QA, 2)
-        QA = QA if float(QA.diagonal().mean()) >= 0 else -QA
+    for l in range(len(model.layers)):
+        QA, _ = _a_blocks_normalised(model, l)
         off = QA[~torch.eye(QA.shape[0], dtype=torch.bool)]
         rows.append(f"| {l + 1} | {float(QA.diagonal().mean()):.3f} | {float(QA.diagonal().std()):.3f}"
                     f" | {float(off.std()):.3f} |")

@@ -159,10 +159,10 @@ def _loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def use_compile(cfg: TrainConfig, mode: str) -> bool:
     """Whether the training step is compiled (``run.compile``; auto: long runs, not machine mode)."""
     c = cfg.run.compile
-    if c == "auto":
-        return (mode != "machine" and cfg.optim.steps >= COMPILE_MIN_STEPS
-                and hasattr(torch, "compile"))
-    return bool(c)
+    if mode == "machine":       # the differentiable all-reduce breaks the graph (the config
+        return False            # refuses run.compile=true there)
+    return (cfg.optim.steps >= COMPILE_MIN_STEPS and hasattr(torch, "compile")) if c == "auto" \
+        else bool(c)
 
 
 def train_loop(cfg: TrainConfig, **kw) -> TrainResult:
@@ -231,6 +231,7 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
         log.info("resuming %s from step %d (%s)", default_run_dir(cfg), start, ck)
     test = fixed_test_set(mc, cfg.data, cfg.eval.test_size, cfg.eval.test_seed, device=dev,
                     dtype=dtype) if rank == 0 else None
+    guard = norm_guard(mc, cfg.data, o.seed) if rank == 0 else None
 
     metrics_f = test_f = None
     if write:
@@ -253,7 +254,7 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
     def eager_loss(X, T):
         return _loss_fn(net(X), T)
     step_loss = eager_loss
-    compiled = mode != "machine" and use_compile(cfg, mode)
+    compiled = use_compile(cfg, mode)
     if compiled:
         # the same function, fused by inductor (fewer passes over the activations); decided
         # from the config alone, so a resumed run compiles exactly when the original did
@@ -335,7 +336,8 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
             if mode == "machine":
                 _sync_heads(model, world)          # rank 0 evaluates the whole model
         if rank == 0 and (s1 % cfg.eval.every == 0 or s1 == o.steps):
-            last_test = evaluate(model, test)
+            # the final evaluation also gives the norm-guarded figures
+            last_test = evaluate(model, test, guard=guard if s1 == end else None)
             if test_f is not None:
                 row = dict(step=s1, mse=last_test["mse"], median=last_test["median"],
                            zero=last_test["zero"])
@@ -349,9 +351,8 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
     seconds = time.perf_counter() - t0
     if mode == "machine":
         _sync_heads(model, world)
-    if rank == 0:
-        # the final figures, with the norm-guarded prediction next to the raw one
-        last_test = evaluate(model, test, guard=norm_guard(mc, cfg.data, o.seed))
+    if rank == 0 and "guarded_mse" not in last_test:      # no evaluation at the last step
+        last_test = evaluate(model, test, guard=guard)
     for f in (metrics_f, test_f):
         if f is not None:
             f[0].close()
