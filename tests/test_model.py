@@ -117,11 +117,13 @@ def test_shipped_training_configs_are_the_papers_recipe():
 # the model
 
 
-@pytest.mark.parametrize("regime", REGIMES + ("unconstrained_8",))
+@pytest.mark.parametrize("regime", REGIMES + ("unconstrained_8", "distributed_shared"))
 def test_fast_paths_compute_the_same_function(regime):
     """The fused layer (all heads through their products) and the per-head factor path agree,
     and the machine-parallel forward equals the whole model."""
     over = ["model.init_std=0.15"] + (["model.heads=8"] if regime == "unconstrained_8" else
+                                      ["model.regime=distributed", "model.shared_heads=true"]
+                                      if regime == "distributed_shared" else
                                       [f"model.regime={regime}"])
     c = cfg_of(*over)
     m = LinearTransformer(c.model, seed=1).double()
@@ -135,7 +137,7 @@ def test_fast_paths_compute_the_same_function(regime):
     for layer in m.layers:                               # the factor form, head by head
         factor = factor + sum(h.attend(factor, 18) @ h.wp.T for h in layer.heads)
     assert torch.allclose(m.readout(factor), full, rtol=1e-10, atol=1e-10 * float(full.abs().max()))
-    if regime == "distributed":
+    if c.model.regime == "distributed":
         M = c.model.machines
         preds = []
         for mu in range(M):                              # all-reduce = the sum over machines
@@ -239,13 +241,17 @@ def test_compiled_training_matches_eager_and_resumes_bit_for_bit(tmp_path):
     assert not use_compile(cfg_of("optim.steps=20000", "model.regime=distributed"), "machine")
 
 
-@pytest.mark.parametrize("regime,mode", [("unconstrained", "data"), ("distributed", "machine")])
+@pytest.mark.parametrize("regime,mode", [("unconstrained", "data"), ("distributed", "machine"),
+                                         ("distributed_shared", "machine")])
 def test_parallel_training_matches_single_process(tmp_path, regime, mode):
     """2 gloo processes: DDP (batch slices) and machine-parallel (one process per machine
-    block, differentiable all-reduce) give the single-process losses and weights to rounding."""
+    block, differentiable all-reduce; with shared heads a replica of the shared weights per
+    rank and their gradients summed) give the single-process losses and weights to rounding."""
+    shared = regime == "distributed_shared"
     over = ["optim.steps=5", "optim.batch=32", "eval.test_size=32", "eval.every=5",
             "run.dtype=float64", "run.threads=1", "model.init_std=0.2", "optim.lr=1e-2",
-            f"model.regime={regime}", "model.machines=2"]
+            f"model.regime={regime.replace('_shared', '')}", "model.machines=2",
+            f"model.shared_heads={str(shared).lower()}"]
     single = train(cfg_of(*over, f"run.dir={tmp_path / 's'}"))
     par = train(cfg_of(*over, f"run.dir={tmp_path / 'p'}", f"parallel.mode={mode}",
                        "parallel.workers=2"))
@@ -273,9 +279,11 @@ def test_blow_ups_are_counted_not_hidden():
 # extraction
 
 
-@pytest.mark.parametrize("regime", REGIMES)
+@pytest.mark.parametrize("regime", REGIMES + ("distributed_shared",))
 def test_extraction_recovers_a_planted_eagle_exactly(regime, tmp_path):
-    c = cfg_of(f"model.regime={regime}")
+    shared = regime == "distributed_shared"
+    regime = "distributed" if shared else regime
+    c = cfg_of(f"model.regime={regime}", f"model.shared_heads={str(shared).lower()}")
     scale = [7.5, 5.0, 3.0, 2.0]
     a12 = [-1.0 / s ** 2 for s in scale]
     a13 = [-1.9 / s ** 2 for s in scale]
@@ -411,6 +419,36 @@ def test_tied_layers_share_one_set_of_weights(tmp_path):
     assert len(d.head_parameters(1)) == 4
     with pytest.raises(ValueError, match="model.tied"):
         cfg_of("model.tied=3")
+
+
+def test_shared_heads_are_one_set_of_weights_and_treat_machines_alike(tmp_path):
+    """model.shared_heads (paper B.4): one W_Q, W_K, W_V and one self/cross pair of projection
+    blocks per layer for every machine — 5 matrices of 8 x 8 per layer instead of 3 heads of
+    4 — so permuting the machines' column blocks leaves the prediction unchanged (untied heads
+    do not have this symmetry); it trains, saves and loads."""
+    c = cfg_of("model.regime=distributed", "model.shared_heads=true", "model.init_std=0.15",
+               "optim.steps=5", "optim.batch=32", "eval.test_size=32", "eval.every=5",
+               "run.threads=1", f"run.dir={tmp_path / 's'}")
+    m = LinearTransformer(c.model, seed=0).double()
+    assert sum(p.numel() for p in m.parameters()) == 4 * 5 * 8 * 8
+    X = step_batch(0, c.model, c.data, seed=3, size=16, dtype=torch.float64).X
+    perm = list(range(6, 12)) + list(range(0, 6)) + list(range(12, 18))   # swap machines 0, 1
+    Xp = torch.cat([X[..., perm], X[..., 18:]], -1)
+    y = m(X).detach()
+    assert torch.allclose(m(Xp).detach(), y, rtol=1e-12, atol=1e-12 * float(y.abs().max()))
+    u = LinearTransformer(cfg_of("model.regime=distributed", "model.init_std=0.15").model,
+                          seed=0).double()
+    yu = u(X).detach()
+    assert not torch.allclose(u(Xp).detach(), yu, rtol=1e-6, atol=1e-6 * float(yu.abs().max()))
+    res = train_loop(c)
+    assert res.losses[0] != res.losses[-1]
+    m2, c2, _ = load_checkpoint(str(tmp_path / "s" / "final.pt"))
+    assert c2.model.shared_heads
+    assert m2.layers[0].heads[0].wq is m2.layers[0].heads[2].wq
+    for bad, msg in ((("model.shared_heads=true",), "model.regime=distributed"),
+                     (("model.regime=distributed", "model.shared_heads=2"), "true or false")):
+        with pytest.raises(ValueError, match=msg):
+            cfg_of(*bad)
 
 
 def test_norm_guarded_prediction_is_scale_covariant_and_leaves_small_prompts_alone():

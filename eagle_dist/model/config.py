@@ -39,6 +39,9 @@ class ModelConfig:
     init_std: float = 0.02              # N(0, init_std²) for every factor (bilinear: no zero init)
     readout: str = "neg"                # prediction = -D_L (neg, the paper's sign) or +D_L (pos)
     tied: bool = False                  # one layer's weights shared by every layer (ablation)
+    # distributed: one set of head weights for every machine (paper B.4; the local Q/K/V and the
+    # projection's self and cross blocks tied across machines); false = untied heads (ablation)
+    shared_heads: bool = False
 
 
 @dataclass
@@ -149,6 +152,11 @@ def validate_train_config(cfg: TrainConfig, source: str = "<config>") -> None:
         bad("data.target", dc.target, "must be D (the hidden block) or nystrom (B A⁺ C)")
     if not isinstance(m.tied, bool):
         bad("model.tied", m.tied, "must be true or false")
+    if not isinstance(m.shared_heads, bool):
+        bad("model.shared_heads", m.shared_heads, "must be true or false")
+    if m.shared_heads and m.regime != "distributed":
+        bad("model.shared_heads", m.shared_heads, "is for model.regime=distributed (one set of "
+            "head weights shared by the machines); the other regimes have no machine heads")
     if m.readout not in ("neg", "pos"):
         bad("model.readout", m.readout, "must be neg (prediction -D_L) or pos (+D_L)")
     if o.seed < 0 or e.test_seed < 0:

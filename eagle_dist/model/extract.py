@@ -814,6 +814,17 @@ def planted_model(cfg: TrainConfig, a12: Sequence[float], a13: Sequence[float],
     d, dq = c.d, c.d_query
     with torch.no_grad():
         for l, layer in enumerate(model.layers):
+            if getattr(layer, "shared", None) is not None:      # distributed, shared heads
+                M, w, sw = c.machines, block_width(c), layer.shared
+                dl = d // M
+                eye = lambda k: torch.eye(k, dtype=torch.float64)  # noqa: E731
+                for p in sw.parameters():
+                    p.zero_()
+                sw.wq[:dl, :dl], sw.wk[:dl, :dl], sw.wv[:] = eye(dl), eye(dl), eye(w)
+                sw.p_self[:dl, :dl] = a12[l] * eye(dl)
+                sw.p_self[dl:, dl:] = a13[l] / M * eye(dq)
+                sw.p_cross[dl:, dl:] = a13[l] / M * eye(dq)
+                continue
             for h, head in enumerate(layer.heads):
                 for p in head.parameters():
                     p.zero_()

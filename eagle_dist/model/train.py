@@ -151,6 +151,18 @@ class _Comm:
         dist.all_reduce(t)
         return float(t[0])
 
+    def sum_grads(self, params) -> None:
+        """Sum the gradients of replicated parameters over the ranks (one flat all-reduce)."""
+        import torch.distributed as dist
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        i = 0
+        for p in params:
+            k = p.numel()
+            p.grad = flat[i:i + k].view_as(p).clone()
+            i += k
+
 
 def _loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (pred - target).pow(2).mean()
@@ -197,6 +209,8 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
     comm = _Comm(world)
 
     model = LinearTransformer(mc, seed=o.seed).to(dev, dtype)
+    # machine-parallel with shared heads: every rank holds a replica of the one set of weights
+    replicated = mode == "machine" and mc.shared_heads
     if mode == "machine":
         params = model.head_parameters(rank)
     else:
@@ -292,8 +306,12 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
         loss_v = float(loss.detach())
         if mode == "data":
             loss_v = comm.sum_scalar(loss_v) / world
+        if replicated:
+            # shared heads: rank μ's gradient covers machine μ's use of the shared weights; their
+            # sum is the whole gradient, the same on every rank (so are the Adam steps)
+            comm.sum_grads(params)
         sq = sum(float(p.grad.double().pow(2).sum()) for p in params if p.grad is not None)
-        if mode == "machine":
+        if mode == "machine" and not replicated:
             sq = comm.sum_scalar(sq)
         gnorm = math.sqrt(sq) if math.isfinite(sq) else float("inf")
         skip = not (math.isfinite(loss_v) and math.isfinite(gnorm))

@@ -73,9 +73,47 @@ class Head(nn.Module):
         return (self.wq @ self.wk.T).detach(), (self.wv @ self.wp.T).detach()
 
 
-class Layer(nn.Module):
-    def __init__(self, heads: Sequence[Head]):
+class MachineWeights(nn.Module):
+    """The one set of head weights that every machine's head shares (distributed regime,
+    ``model.shared_heads``; paper B.4: "a single set of transformations is shared across all
+    attention heads"): local W_Q, W_K, W_V (w × k) and the projection's self block and cross
+    block (w × kv each) — head μ writes its self block into machine μ's features and the same
+    cross block into every other machine's."""
+
+    def __init__(self, w: int, k: int, kv: int, std: float, generator: torch.Generator):
         super().__init__()
+
+        def p(*shape):
+            return nn.Parameter(torch.randn(*shape, generator=generator) * std)
+        self.wq, self.wk, self.wv = p(w, k), p(w, k), p(w, kv)
+        self.p_self, self.p_cross = p(w, kv), p(w, kv)
+
+
+class SharedHead(Head):
+    """Machine μ's head in a shared-weights layer: no parameters of its own; W_P is assembled
+    from the shared self and cross blocks (so every function of :class:`Head` works as is)."""
+
+    def __init__(self, lo: int, hi: int, mu: int, machines: int, shared: MachineWeights):
+        nn.Module.__init__(self)
+        self.lo, self.hi, self.mu, self.machines = lo, hi, mu, machines
+        object.__setattr__(self, "_w", shared)   # not a submodule: the Layer owns it once
+
+    wq = property(lambda self: self._w.wq)
+    wk = property(lambda self: self._w.wk)
+    wv = property(lambda self: self._w.wv)
+
+    @property
+    def wp(self) -> torch.Tensor:
+        w = self._w
+        return torch.cat([w.p_self if nu == self.mu else w.p_cross
+                          for nu in range(self.machines)], 0)          # (M·w, kv)
+
+
+class Layer(nn.Module):
+    def __init__(self, heads: Sequence[Head], shared: Optional[MachineWeights] = None):
+        super().__init__()
+        if shared is not None:
+            self.shared = shared
         self.heads = nn.ModuleList(heads)
         blocks = sorted((h.lo, h.hi) for h in heads)
         wide = all(2 * h.wq.shape[1] >= h.hi - h.lo for h in heads)
@@ -158,6 +196,12 @@ class LinearTransformer(nn.Module):
         F = features(cfg)
         layers = []
         for _ in range(1 if cfg.tied else cfg.layers):
+            if cfg.regime == "distributed" and cfg.shared_heads:
+                w = block_width(cfg)
+                shared = MachineWeights(w, k, kv, cfg.init_std, g)
+                layers.append(Layer([SharedHead(mu * w, (mu + 1) * w, mu, H, shared)
+                                     for mu in range(H)], shared))
+                continue
             heads = []
             for h in range(H):
                 lo, hi = (h * block_width(cfg), (h + 1) * block_width(cfg)) \
@@ -260,10 +304,12 @@ class LinearTransformer(nn.Module):
         return -Dm if c.readout == "neg" else Dm
 
     def head_parameters(self, mu: int):
-        """Parameters of head ``mu`` in every layer (machine μ's own weights)."""
+        """Parameters of head ``mu`` in every layer (machine μ's own weights; with shared heads
+        the one set every machine uses — each rank then holds a replica)."""
         out, seen = [], set()
         for layer in self.layers:            # a tied model repeats the same layer: once each
-            for p in layer.heads[mu].parameters():
+            owner = layer.shared if getattr(layer, "shared", None) is not None else layer.heads[mu]
+            for p in owner.parameters():
                 if id(p) not in seen:
                     seen.add(id(p))
                     out.append(p)
@@ -274,4 +320,4 @@ def build_model(cfg: ModelConfig, seed: int = 0) -> LinearTransformer:
     return LinearTransformer(cfg, seed)
 
 
-__all__ = ["LinearTransformer", "Head", "Layer", "build_model", "features", "widths", "block_width"]
+__all__ = ["LinearTransformer", "Head", "SharedHead", "MachineWeights", "Layer", "build_model", "features", "widths", "block_width"]
