@@ -218,8 +218,36 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path):
     def rows(run):                                       # every column but the wall-clock
         return [r.rsplit(",", 1)[0] for r in (tmp_path / run / "metrics.csv").read_text().splitlines()]
     assert rows("part") == rows("full")
-    with pytest.raises(ValueError, match="different model/data/seed"):
-        train_loop(cfg_of(*over, "optim.seed=9", f"run.dir={tmp_path / 'part'}"), resume=True)
+    for other in ("optim.seed=9", "optim.lr=1e-3", "optim.schedule=cosine"):
+        with pytest.raises(ValueError, match="different model/data/seed/optim"):
+            train_loop(cfg_of(*over, other, f"run.dir={tmp_path / 'part'}"), resume=True)
+
+
+def test_cosine_schedule_resumes_exactly_and_init_from_starts_from_a_checkpoint(tmp_path):
+    """optim.schedule=cosine: lr(t) = lr (1 + cos(π t / T)) / 2, a function of the step, so an
+    interrupted run resumes bit for bit; run.init_from copies a checkpoint's weights (a planted
+    model) and refuses one of another model."""
+    from eagle_dist.model.train import lr_at
+    over = ["optim.batch=32", "optim.steps=8", "run.checkpoint_every=4", "eval.every=4",
+            "eval.test_size=32", "model.init_std=0.1", "optim.lr=5e-3", "run.threads=1",
+            "optim.schedule=cosine"]
+    c = cfg_of(*over)
+    assert lr_at(c.optim, 0) == 5e-3 and abs(lr_at(c.optim, 4) - 2.5e-3) < 1e-15
+    full = train_loop(cfg_of(*over, f"run.dir={tmp_path / 'f'}"))
+    part = cfg_of(*over, f"run.dir={tmp_path / 'p'}")
+    train_loop(part, stop_at=4)
+    assert train_loop(part, resume=True).losses == full.losses
+    planted = planted_model(c, [-0.02] * 4, [-0.04] * 4)
+    save_checkpoint(str(tmp_path / "planted.pt"), planted, None, 0, c)
+    init = cfg_of(*over, "optim.steps=1", "optim.lr=1e-12", f"run.init_from={tmp_path / 'planted.pt'}",
+                  f"run.dir={tmp_path / 'i'}")
+    train_loop(init)
+    m, _, _ = load_checkpoint(str(tmp_path / "i" / "final.pt"))
+    for a, b in zip(m.parameters(), planted.parameters()):
+        assert torch.allclose(a.double(), b, atol=1e-6)
+    with pytest.raises(ValueError, match="model config differs"):
+        train_loop(cfg_of(*over, "model.layers=2", f"run.init_from={tmp_path / 'planted.pt'}",
+                          f"run.dir={tmp_path / 'j'}"))
 
 
 def test_compiled_training_matches_eager_and_resumes_bit_for_bit(tmp_path):

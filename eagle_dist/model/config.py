@@ -59,6 +59,8 @@ class OptimConfig:
     steps: int = 20_000
     clip: float = 0.1                   # global gradient-norm clip (0: off)
     seed: int = 0                       # initialisation and the per-step batch seeds
+    # learning-rate schedule: constant (the paper's) or cosine (lr -> 0 at the last step)
+    schedule: str = "constant"
 
 
 @dataclass
@@ -79,6 +81,9 @@ class TrainRunConfig:
     # torch.compile the training step: auto = on for runs of >= COMPILE_MIN_STEPS steps
     # (1.1-1.9x steps/s measured on 2 CPU cores; ~10-25 s to compile), off for short runs
     compile: Any = "auto"               # auto | true | false
+    # start from this checkpoint's weights (a fresh optimiser; the model config must match) —
+    # e.g. a planted algorithm, to test whether training stays there; null: random init_std
+    init_from: Optional[str] = None
 
 
 #: runs at least this long are compiled under run.compile=auto (the compile time pays back)
@@ -144,6 +149,10 @@ def validate_train_config(cfg: TrainConfig, source: str = "<config>") -> None:
                    ("parallel.timeout", p.timeout)):
         if not (0 < v < float("inf")):
             bad(key, v, "must be a positive, finite number")
+    if o.schedule not in ("constant", "cosine"):
+        bad("optim.schedule", o.schedule, "must be constant (the paper's) or cosine")
+    if r.init_from is not None and not (isinstance(r.init_from, str) and r.init_from):
+        bad("run.init_from", r.init_from, "must be the path of a checkpoint (.pt) or null")
     if not (0 <= o.clip < float("inf")):
         bad("optim.clip", o.clip, "must be >= 0 (0 turns clipping off)")
     if not (0 <= dc.noise_var < float("inf")):

@@ -109,6 +109,28 @@ def load_checkpoint(path: str, map_location="cpu"):
     return model, cfg, payload
 
 
+def lr_at(o, step: int) -> float:
+    """The learning rate of ``step`` (0-based) under ``optim.schedule``."""
+    if o.schedule == "cosine":
+        return 0.5 * o.lr * (1.0 + math.cos(math.pi * step / o.steps))
+    return o.lr
+
+
+def init_from(model: LinearTransformer, cfg: TrainConfig, path: str) -> None:
+    """Copy a checkpoint's weights into ``model`` (``run.init_from``); its model config must
+    be this run's."""
+    src, src_cfg, _ = load_checkpoint(path)
+    if src_cfg.model != cfg.model:
+        diff = {k: (v, getattr(cfg.model, k)) for k, v in vars(src_cfg.model).items()
+                if getattr(cfg.model, k) != v}
+        raise ValueError(f"run.init_from={path!r}: the checkpoint's model config differs from "
+                         f"this run's (checkpoint, run): {diff}; start from a checkpoint of the "
+                         "same model")
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), src.parameters()):
+            p.copy_(q.to(p.dtype))
+
+
 def latest_checkpoint(run_dir: str) -> Optional[str]:
     paths = glob.glob(os.path.join(run_dir, "checkpoints", "step_*.pt"))
     if not paths:
@@ -215,6 +237,8 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
         params = model.head_parameters(rank)
     else:
         params = list(model.parameters())
+    if cfg.run.init_from is not None and not resume:
+        init_from(model, cfg, cfg.run.init_from)
     opt = torch.optim.Adam(params, lr=o.lr)
     net: Any = model
     if mode == "data":
@@ -230,9 +254,12 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
             raise ValueError(f"resume: no checkpoint in {default_run_dir(cfg)}/checkpoints; start "
                              "the run without --resume")
         _, ck_cfg, payload = load_checkpoint(ck, map_location=dev)
-        if ck_cfg.model != mc or ck_cfg.optim.seed != o.seed or ck_cfg.data != cfg.data:
-            raise ValueError(f"resume: {ck} was written with a different model/data/seed config; "
-                             "use a new run.dir for a different run")
+        co = ck_cfg.optim
+        same_optim = (co.lr, co.batch, co.clip, co.schedule) == (o.lr, o.batch, o.clip, o.schedule) \
+            and (o.schedule == "constant" or co.steps == o.steps)    # cosine: lr depends on steps
+        if ck_cfg.model != mc or co.seed != o.seed or ck_cfg.data != cfg.data or not same_optim:
+            raise ValueError(f"resume: {ck} was written with a different model/data/seed/optim "
+                             "config; use a new run.dir for a different run")
         model.load_state_dict(payload["model"])
         opt_state = payload["optim"]
         if mode == "machine":
@@ -280,6 +307,9 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
     bad_run = 0
     last_test: Dict[str, Any] = {}
     for step in range(start, end):
+        if o.schedule != "constant":         # a function of the step: resumes exactly
+            for g in opt.param_groups:
+                g["lr"] = lr_at(o, step)
         batch = step_batch(step, mc, cfg.data, seed=o.seed, size=o.batch, device=dev, dtype=dtype)
         X, T = batch.X[lo:hi], batch.target[lo:hi]
         if mode == "machine":
