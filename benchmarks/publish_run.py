@@ -52,7 +52,7 @@ def publish(src: str, dest: str, prefix: str) -> None:
         p = os.path.join(src, name)
         if os.path.isfile(p):
             shutil.copyfile(p, os.path.join(dest, name))
-    payload = torch.load(final, map_location="cpu", weights_only=False)
+    payload = torch.load(final, map_location="cpu", weights_only=True)
     payload["config"] = _strip_obj(payload["config"], prefix)
     torch.save(payload, os.path.join(dest, "final.pt"))
     load_checkpoint(os.path.join(dest, "final.pt"))          # it must load back

@@ -98,9 +98,19 @@ def load_checkpoint(path: str, map_location="cpu"):
         raise ValueError(f"checkpoint {path!r} does not exist; pass a .pt file written by "
                          "eagle-dist train (a run's final.pt or checkpoints/step_*.pt)")
     try:
-        payload = torch.load(path, map_location=map_location, weights_only=False)
+        # weights_only: tensors and plain data only — a crafted pickle cannot run code here
+        # (the config is stored as a plain dict, see save_checkpoint)
+        payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - anything that is not our checkpoint
-        raise ValueError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+        import pickle
+        if isinstance(exc, pickle.UnpicklingError):    # torch's text advises weights_only=False
+            why = "it holds pickled objects other than tensors and plain data"
+        else:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            why = f"{type(exc).__name__}: {first[:200]}"
+        raise ValueError(f"{path}: not a readable eagle-dist checkpoint ({why}); checkpoints "
+                         "are loaded as tensors and plain data only, never as arbitrary pickled "
+                         "objects — use a .pt written by eagle-dist train") from None
     if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
         raise ValueError(f"{path}: not an eagle-dist training checkpoint (no config/model inside)")
     cfg = train_config_from_dict(payload["config"], path)
