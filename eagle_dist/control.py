@@ -452,18 +452,6 @@ def thread_budget(entries: int, threads: Optional[int] = None):
             torch.set_num_threads(old)
 
 
-def pow2_scale(x) -> float:
-    """The largest power of two ``≤ max|x|`` (1 for an all-zero ``x``; never above the dtype's
-    maximum, which rounding up could exceed for float32 near 3.4e38). Dividing A and B by such
-    factors is exact and leaves ``W = B A⁺`` recoverable as ``(s_B / s_A) W'``; methods that square
-    the data scale (normal equations) use it so float32 data far from unit scale does not
-    under/overflow."""
-    m = float(abs(x).max())                   # blocks are never empty (Problem validates)
-    if m == 0.0 or not math.isfinite(m):
-        return 1.0
-    return 2.0 ** math.floor(math.log2(m))
-
-
 def to_tensors(problem, device: torch.device, dtype: torch.dtype):
     """The blocks as fresh tensors (the problem's arrays are never touched)."""
     def t(x):
@@ -472,16 +460,15 @@ def to_tensors(problem, device: torch.device, dtype: torch.dtype):
 
 
 def scaled_tensors(problem, device: torch.device, dtype: torch.dtype):
-    """``(A/s_A, B/s_B, C/s_C, (s_A, s_B, s_C))``: every block divided by its largest power of
-    two in float64 *before* the cast, so float64 data far outside float32's range still converts
-    (``B A⁺ C = (s_B s_C / s_A) · B' A'⁺ C'``)."""
-    from .result import pow2_of
-    out, scales = [], []
-    for x in (problem.A, problem.B, problem.C):
-        s = pow2_of(x)
-        out.append(torch.tensor(np.asarray(x, dtype=np.float64) / s, dtype=dtype, device=device))
-        scales.append(s)
-    return out[0], out[1], out[2], tuple(scales)
+    """``(A/2^a, B/2^b, C/2^c, BlockScale(a, b, c))``: every block divided by its largest power
+    of two in float64 *before* the cast (exact), so float64 data far outside float32's range
+    still converts; ``B A⁺ C = 2^(b+c−a) · B' A'⁺ C'`` (:class:`eagle_dist.result.BlockScale`,
+    the exponent kept as an integer so the factor itself never under/overflows)."""
+    from .result import BlockScale
+    scale = BlockScale.of(problem.A, problem.B, problem.C)
+    out = [torch.tensor(np.asarray(x, dtype=np.float64) / s, dtype=dtype, device=device)
+           for x, s in zip((problem.A, problem.B, problem.C), scale.factors)]
+    return out[0], out[1], out[2], scale
 
 
 def reference_tensor(problem, device, record: bool):

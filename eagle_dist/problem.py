@@ -185,11 +185,12 @@ class Problem:
         """``D̂ = B A⁺ C`` in float64 via ``numpy.linalg.pinv`` (independent of EAGLE). Each block
         is divided by a power of two first (exact), so data at 1e-170 or 1e200 neither under- nor
         overflows inside the SVD; ``B A⁺ C`` scales as ``s_B s_C / s_A``."""
-        from .result import pow2_of
+        from .result import BlockScale
         A, B, C = (x.astype(np.float64) for x in (self.A, self.B, self.C))
-        sa, sb, sc = pow2_of(A), pow2_of(B), pow2_of(C)
+        scale = BlockScale.of(A, B, C)
+        sa, sb, sc = scale.factors
         core = ((B / sb) @ np.linalg.pinv(A / sa)) @ (C / sc)
-        return core * (sb * sc / sa)
+        return scale.from_unit(core)              # 2^(b+c−a) core, exact; no s_B·s_C underflow
 
     @functools.cached_property
     def error_denominator(self) -> float:
@@ -198,8 +199,9 @@ class Problem:
         zero), in which case that data scale — so noise is not reported as a 100 % error.
         Norms are scaled (no under/overflow for entries far from 1)."""
         from .result import safe_norm
-        scale = (safe_norm(self.B) * safe_norm(self.C)
-                 / max(safe_norm(self.A, 2), np.finfo(np.float64).tiny))
+        # ‖B‖/‖A‖ first: the product ‖B‖‖C‖ alone underflows for blocks near 1e-164
+        scale = (safe_norm(self.B) / max(safe_norm(self.A, 2), np.finfo(np.float64).tiny)
+                 * safe_norm(self.C))
         ref = safe_norm(self.reference)
         return ref if ref > 1e-10 * scale else float(scale)
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 import csv
 import enum
 import json
+import math
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple
 
 import numpy as np
 
@@ -172,13 +173,81 @@ def strict_json(obj):
     return obj
 
 
+def pow2_exponent(x) -> int:
+    """``e`` with ``2**e`` the largest power of two ``≤ max|x|`` (0 for an all-zero or non-finite
+    ``x``)."""
+    m = float(np.max(np.abs(np.asarray(x)))) if np.size(x) else 0.0
+    if m == 0.0 or not np.isfinite(m):
+        return 0
+    return math.frexp(m)[1] - 1                  # m = f·2^k with f in [0.5, 1): 2^(k-1) ≤ m
+
+
 def pow2_of(x) -> float:
     """The largest power of two ``≤ max|x|`` (1 for an all-zero or non-finite ``x``). Dividing a
     block by it is exact; solvers normalise every block this way before they start."""
-    m = float(np.max(np.abs(np.asarray(x)))) if np.size(x) else 0.0
-    if m == 0.0 or not np.isfinite(m):
-        return 1.0
-    return float(2.0 ** np.floor(np.log2(m)))
+    return math.ldexp(1.0, pow2_exponent(x))
+
+
+class BlockScale(NamedTuple):
+    """Power-of-two exponents of A, B, C: the solvers iterate on ``A/2^a, B/2^b, C/2^c`` (exact)
+    and ``B A⁺ C = 2^(b + c − a) · B' A'⁺ C'``. The exponent is kept as an integer until the very
+    end: forming ``s_B s_C / s_A`` as a float underflows to 0 for blocks near 1e-164 (and turned
+    a correct answer into D = 0) although the answer itself, near 1e-164, is representable."""
+
+    a: int
+    b: int
+    c: int
+
+    @classmethod
+    def of(cls, A, B, C) -> "BlockScale":
+        return cls(pow2_exponent(A), pow2_exponent(B), pow2_exponent(C))
+
+    @property
+    def factors(self) -> Tuple[float, float, float]:
+        """``(2^a, 2^b, 2^c)``: each representable, since each is at most its block's max."""
+        return math.ldexp(1.0, self.a), math.ldexp(1.0, self.b), math.ldexp(1.0, self.c)
+
+    @property
+    def exponent(self) -> int:
+        """``e`` with ``D = 2^e D'``."""
+        return self.b + self.c - self.a
+
+    def to_unit(self, x):
+        """``x / 2^e`` for a quantity at the scale of D (a reference, a denominator), exact."""
+        return _ldexp(x, -self.exponent)
+
+    def from_unit(self, x):
+        """``2^e x``: D' at unit scale back to the data's scale, exact (entry by entry)."""
+        return _ldexp(x, self.exponent)
+
+
+def _ldexp(x, e: int):
+    import torch
+    if isinstance(x, torch.Tensor):
+        return torch.ldexp(x, torch.tensor(e, dtype=torch.int32 if x.dtype != torch.float64
+                                           else torch.int64, device=x.device))
+    if isinstance(x, np.ndarray):
+        return np.ldexp(x, e)
+    return math.ldexp(float(x), e)
+
+
+def unscale_completion(D_unit: np.ndarray, scale: "BlockScale", dtype) -> Tuple[np.ndarray, Optional[str]]:
+    """``D = 2^e D'`` in ``dtype`` and, when the true answer leaves the dtype's range (entries
+    overflow, or a nonzero ``D'`` underflows to all zeros), a note saying so — the caller then
+    reports ``non_finite`` with that note instead of a converged 0 or inf."""
+    D64 = scale.from_unit(np.asarray(D_unit, dtype=np.float64))
+    with np.errstate(over="ignore", under="ignore"):
+        D = D64.astype(dtype)
+    name = np.dtype(dtype).name
+    if not np.isfinite(D).all():
+        return np.zeros_like(D), (f"B A⁺ C is outside the {name} range (about 2^{scale.exponent} "
+                                  f"times the unit-scale answer); solve in float64 or rescale "
+                                  "the blocks")
+    if np.any(D_unit) and not np.any(D):
+        return D, (f"B A⁺ C is below the smallest {name} number (about 2^{scale.exponent} times "
+                   "the unit-scale answer): every entry underflows to 0; rescale B or C (the "
+                   "answer scales with them)")
+    return D, None
 
 
 def safe_norm(x, ord=None) -> float:

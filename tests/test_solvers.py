@@ -332,9 +332,9 @@ def test_injected_nan_stops_with_non_finite_and_returns_last_finite_iterate(monk
     assert np.isfinite(res.D).all()
     last_finite = outputs[3] if where == "D" else outputs[4]
     # the solver iterates on power-of-two scaled blocks and undoes the scale at the end
-    from eagle_dist.result import pow2_of
-    unscale = pow2_of(p.B) * pow2_of(p.C) / pow2_of(p.A)
-    np.testing.assert_array_equal(res.D, last_finite.numpy() * unscale)
+    from eagle_dist.result import BlockScale
+    bs = BlockScale.of(p.A, p.B, p.C)
+    np.testing.assert_array_equal(res.D, bs.from_unit(last_finite.numpy().astype(np.float64)))
     assert res.error == pytest.approx(p.error(res.D))
     outputs.clear()
     with pytest.raises(SolveError, match="non-finite"):
@@ -358,6 +358,35 @@ def test_float32_far_from_unit_scale(method, scale):
     bound = error_bound(method, np.float32, 10.0, 1e-6 if method == "gd" else 1e-5)
     assert res.error <= bound
     check_diagnostics(p, res, tol=1e-6 if method == "gd" else 1e-5)
+
+
+@pytest.mark.parametrize("method", ["eagle", "cg", "gd"])
+@pytest.mark.parametrize("scale", [1e-164, 1e-200, 1e-300])
+@pytest.mark.parametrize("record", [False, True], ids=["no-reference", "reference"])
+def test_tiny_blocks_give_the_answer_not_zero(method, scale, record):
+    """Regression (issue 17): with every block near 1e-164 the factor s_B s_C / s_A underflowed
+    to 0 — without a reference EAGLE and CG returned D = 0 as 'converged', with one they raised
+    ZeroDivisionError. The answer (≈ scale) is representable: it must come back, to rounding."""
+    p0 = controlled(20, 20, 2, 2, kappa=10, seed=1)
+    p = Problem.from_arrays(p0.A * scale, p0.B * scale, p0.C * scale)
+    res = solve(p, method, tol=1e-10, max_iter=5000, record_error=record)
+    assert res.status is Status.CONVERGED, res.status
+    want = p0.reference * scale
+    err = np.linalg.norm((res.D - want) / scale) / np.linalg.norm(p0.reference)
+    assert err < (1e-6 if method == "gd" else 1e-8), err
+    if record:
+        assert res.error == pytest.approx(err, rel=1e-6, abs=1e-15)
+
+
+@pytest.mark.parametrize("method", ["eagle", "cg"])
+def test_an_answer_below_the_float64_range_is_refused_not_zero(method):
+    """B A⁺ C ≈ 1e-600 cannot be represented in float64: the solve must say so (non_finite with
+    a range note naming the fix), never return D = 0 as converged."""
+    p0 = controlled(20, 20, 2, 2, kappa=10, seed=1)
+    p = Problem.from_arrays(p0.A, p0.B * 1e-300, p0.C * 1e-300)
+    res = solve(p, method, record_error=False)
+    assert res.status is Status.NON_FINITE and not res.converged
+    assert "below the smallest float64" in res.info["range"]
 
 
 @pytest.mark.parametrize("method", ["eagle", "gd", "cg"])

@@ -20,10 +20,10 @@ from typing import Optional
 import numpy as np
 import torch
 
-from ..result import History, SolveResult, Status
+from ..result import History, SolveResult, Status, pow2_of, unscale_completion
 from ..result import safe_norm
 from ..control import (Monitor, SolverOptions, _norm64, cg_check_due, lsq_ratio, normal_cg_step,
-                       pow2_scale, reference_tensor, relative_residual, resolve_device,
+                       reference_tensor, relative_residual, resolve_device,
                        resolve_dtype, scaled_tensors, to_tensors)
 
 LSTSQ_DRIVERS = ("gelsd", "gelsy")
@@ -111,13 +111,12 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
     dtype = resolve_dtype(opts.dtype, problem.dtype)
     # CG squares the data scale (A Aᵀ, ‖R‖²): every block is divided by a power of two first
     # (exact), so data far from unit scale neither overflows (NaN) nor underflows (a false
-    # "converged" with D = 0); D = (s_B s_C / s_A) D' is undone at the end
-    A, B, C, (s_a, s_b, s_c) = scaled_tensors(problem, device, dtype)
-    unscale = s_b * s_c / s_a
+    # "converged" with D = 0); D = 2^(b+c−a) D' is undone at the end (result.BlockScale)
+    A, B, C, bscale = scaled_tensors(problem, device, dtype)
     want_ref = opts.record_error or opts.target_error is not None
     ref = reference_tensor(problem, device, want_ref)
     if ref is not None:
-        ref = ref / unscale
+        ref = bscale.to_unit(ref)
     a_norm = _norm64(A)                              # Frobenius, as in LSQR's tests
     b_norm = _norm64(B)
     W = torch.zeros(problem.n_query, problem.n, dtype=dtype, device=device)   # rows are independent
@@ -153,7 +152,7 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
         return val
 
     mon = Monitor(opts, ref, desc="cg",
-                  denominator=(problem.error_denominator / unscale) if want_ref else None,
+                  denominator=bscale.to_unit(problem.error_denominator) if want_ref else None,
                   residual=residual, residual_only=True, system=system, system_estimate=estimate,
                   system_reset=reset)
     status = None
@@ -182,13 +181,15 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
         D = D_old if bool(torch.isfinite(D_old).all()) else torch.zeros_like(D)
     elif status is not Status.CONVERGED and system is None and st["best"][1] is not W:
         D = st["best"][1] @ C                        # never worse than the best residual seen
-    D_np = (D.to(torch.float64) * unscale).to(dtype).cpu().numpy()
-    if not np.isfinite(D_np).all():
-        status, D_np = Status.NON_FINITE, np.zeros_like(D_np)
+    D_np, range_note = unscale_completion(D.to(torch.float64).cpu().numpy(), bscale,
+                                          np.float32 if dtype == torch.float32 else np.float64)
+    if range_note:
+        status = Status.NON_FINITE
     return SolveResult(D=D_np, status=status, iterations=mon.iteration, time_s=mon.elapsed(),
                        history=mon.history, method="cg",
                        error=problem.error(D_np) if ref is not None else float("nan"),
                        info={"device": str(device), "check": mon.last_residual,
+                             **({"range": range_note} if range_note else {}),
                              "check_rule": "min(S1, S2) of LSQR on B - W A",
                              "best_iteration": st["best"][2],
                              **({"rel_residual": mon.last_system_residual} if system else {})})
@@ -219,7 +220,7 @@ def _krylov(problem, opts: SolverOptions, which: str) -> SolveResult:
     dt = np.float32 if resolve_dtype(opts.dtype, problem.dtype) == torch.float32 else np.float64
     _ = problem.reference
     # exact power-of-two rescaling, undone below (same reason as in cg)
-    s_a, s_b = pow2_scale(problem.A), pow2_scale(problem.B)
+    s_a, s_b = pow2_of(problem.A), pow2_of(problem.B)
     At = xp.asarray(problem.A.T.astype(dt) / dt(s_a))     # (d, n): solve Aᵀ wᵀ = bᵀ
     fmt = "dense"
     if not use_cupy and At.size and np.count_nonzero(At) <= SPARSE_DENSITY * At.size:

@@ -39,7 +39,7 @@ import torch
 
 from ..kernels import (default_rcond, eagle_update, lift_cap, lift_point, orthonormal_sketch,
                        sampling_sketch, spectral_norm_sq, well_conditioned)
-from ..result import SolveResult, Status
+from ..result import SolveResult, Status, unscale_completion
 from ..control import (Monitor, SolverOptions, _norm64, identity_c, reference_tensor, resolve_device,
                        resolve_dtype, scaled_tensors)
 
@@ -115,9 +115,8 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
                          "only then); use norm='power'")
 
     # Every block is divided by a power of two first (exact): data at 1e-170 or 1e200 is then
-    # handled at unit scale, and D = (s_B s_C / s_A) D' is undone at the end.
-    A, B, C, (s_a, s_b, s_c) = scaled_tensors(problem, device, dtype)
-    unscale = s_b * s_c / s_a
+    # handled at unit scale, and D = 2^(b+c−a) D' is undone at the end (result.BlockScale)
+    A, B, C, bscale = scaled_tensors(problem, device, dtype)
     system = None
     if opts.target_residual is not None:
         # the residual of W A = B needs W; EAGLE's iterate is D = W C, which is W when C = I
@@ -131,7 +130,7 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
     want_ref = opts.record_error or opts.target_error is not None
     ref = reference_tensor(problem, device, want_ref)
     if ref is not None:
-        ref = ref / unscale
+        ref = bscale.to_unit(ref)
     gen = torch.Generator(device="cpu").manual_seed(opts.seed)
 
     # Normalise once: B A⁺ is unchanged by scaling A and B together (the stable form).
@@ -167,7 +166,7 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
     if eta == 0.0:
         state["C"], state["AC0"] = C, _norm64(A.T @ C)
     mon = Monitor(opts, ref, desc=method_name,
-                  denominator=(problem.error_denominator / unscale) if want_ref else None,
+                  denominator=bscale.to_unit(problem.error_denominator) if want_ref else None,
                   C0_norm=_norm64(C), certify_from=certify_from,
                   guard_from=(cap + 1) if (eta > 0.0 and sketch_size is None) else None,
                   certifier=certifier if eta > 0.0 else None,
@@ -214,14 +213,11 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
     if status.value == "non_finite" and not bool(torch.isfinite(D).all()):
         D = D_old if bool(torch.isfinite(D_old).all()) else torch.zeros_like(D)
     D = mon.final(D)
-    D_np = (D.to(torch.float64) * unscale).to(dtype).cpu().numpy()
-    range_note = None
-    if not np.isfinite(D_np).all():
-        # the iteration ran at unit scale; only undoing the scale left the dtype's range
-        range_note = (f"B A⁺ C is outside the {str(dtype).replace('torch.', '')} range "
-                      f"(scale factor {unscale:.3g}); solve in float64")
+    # the iteration ran at unit scale; undoing the scale may leave the dtype's range
+    D_np, range_note = unscale_completion(D.to(torch.float64).cpu().numpy(), bscale,
+                                          np.float32 if dtype == torch.float32 else np.float64)
+    if range_note:
         status = Status.NON_FINITE
-        D_np = np.zeros_like(D_np)
     info = {"eta": eta, "gamma": gamma, "norm": norm, "device": str(device),
             "dtype": str(dtype).replace("torch.", ""), "rcond": rcond, "filter_order": filter_order,
             "lift_cap": cap, "certify_from": certify_from,
