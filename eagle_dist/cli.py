@@ -298,15 +298,26 @@ def cmd_shard(args) -> int:
     if src.endswith(".npz"):
         if args.layout != "lstsq" or args.rank is not None or args.noise:
             log.info("a .npz holds the blocks already: --layout/--rank/--noise are not used")
-        with np.load(src) as z:
+        import zipfile
+        try:
+            z = np.load(src, allow_pickle=False)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+            raise ValueError(f"{src}: not a readable .npz archive ({type(exc).__name__}); write "
+                             "it with numpy.savez(path, A=..., B=...) — no pickled objects") from None
+        with z:
             missing = [k for k in ("A", "B") if k not in z.files]
             if missing:
                 raise ValueError(f"{src} lacks array(s) {missing}; a .npz input needs A (n x d) "
                                  "and B (n' x d), optionally C (n x d') and D_true (n' x d')")
-            out = st.write_store(args.out, z["A"], z["B"], z["C"] if "C" in z.files else None,
-                                 z["D_true"] if "D_true" in z.files else None,
-                                 part_columns=args.part_columns, overwrite=args.overwrite,
-                                 meta=dict(source=os.path.abspath(src)))
+            try:
+                arrays = {k: z[k] for k in ("A", "B", "C", "D_true") if k in z.files}
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+                raise ValueError(f"{src}: an array in the archive cannot be read "
+                                 f"({type(exc).__name__}); the file is damaged or holds pickled "
+                                 "objects") from None
+            out = st.write_store(args.out, arrays["A"], arrays["B"], arrays.get("C"),
+                                 arrays.get("D_true"), part_columns=args.part_columns,
+                                 overwrite=args.overwrite, meta=dict(source=os.path.abspath(src)))
     else:
         out = st.write_store_from_mtx(src, args.out, layout=args.layout, seed=args.seed,
                                       noise=args.noise, part_columns=args.part_columns,
@@ -489,6 +500,15 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.exit(2, f"eagle-dist: error: {exc}\n")
     except MemoryError:
         parser.exit(2, "eagle-dist: error: out of memory; use smaller sizes\n")
+    except RuntimeError as exc:
+        # torch reports a failed allocation as RuntimeError ("DefaultCPUAllocator: can't
+        # allocate …", "CUDA out of memory"): say what it is, not a traceback
+        text = str(exc)
+        if "out of memory" in text.lower() or "can't allocate" in text or "not enough memory" in text:
+            parser.exit(2, "eagle-dist: error: out of memory ("
+                        f"{text.strip().splitlines()[0][:200]}); use smaller sizes "
+                        "(optim.batch, model.n, --prompts)\n")
+        raise
     except RecursionError:
         parser.exit(2, "eagle-dist: error: input nested too deeply to process\n")
     except OSError as exc:            # e.g. the disk filled up while writing the results

@@ -11,7 +11,16 @@ alone)::
 
 Each part's entry in the manifest records its column range and the largest |entry| and squared
 Frobenius norm of its A and B columns, so the driver can scale the blocks (exact powers of two)
-and size messages without reading any of A. A worker opens the parts that overlap its shard with
+and size messages without reading any of A.
+
+A store may come from someone else, so nothing in its manifest is trusted (version 2): every file
+it names must be a relative path that resolves inside the store folder (no ``..``, no absolute
+path, no symlink leading out) to a regular file (a FIFO would hang the reader); its ``.npy``
+header must have the shape and dtype the manifest implies; its size and SHA-256 are recorded at
+writing time and checked — sizes by :meth:`ColumnStore.open` (a ``stat``, no data read), hashes
+by whoever reads the file (a worker, its own parts only), so a part edited after writing is
+refused instead of being solved against a stale ``D_true``. Version-1 stores (no sizes or hashes)
+are still read, with a warning that their integrity cannot be checked. A worker opens the parts that overlap its shard with
 ``mmap_mode="r"`` and copies only its own rows of them (its columns of A), so per-worker memory is
 its shard, and the driver's memory does not grow with d.
 
@@ -34,13 +43,39 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 FORMAT = "eagle_dist.column_store"
-VERSION = 1
+VERSION = 2                    # 2: size and sha256 of every file; 1: none (read with a warning)
 #: columns per part file when the writer is not told otherwise (parts of ~8 MiB or more)
 DEFAULT_PART_BYTES = 8 << 20
 LAYOUTS = ("lstsq", "protocol")
 
 #: bytes of A / B columns read from part files by *this process* (tests check the driver's stays 0)
 READ_BYTES = {"A": 0, "B": 0}
+#: files whose SHA-256 this process has checked: (resolved path, size, mtime_ns) -> True
+_VERIFIED: Dict[Tuple[str, int, int], bool] = {}
+
+
+class StoreError(ValueError):
+    """A column store that cannot be used as it is; the message names the file and the field."""
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _npy_header(path: Path) -> Tuple[Tuple[int, ...], bool, np.dtype]:
+    """``(shape, fortran_order, dtype)`` from an ``.npy`` header (no data read)."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(f)
+        if version == (2, 0):
+            return np.lib.format.read_array_header_2_0(f)
+        raise ValueError(f"unsupported .npy version {version}")
 
 
 def _json_default(o):
@@ -53,6 +88,22 @@ def _json_default(o):
     if isinstance(o, Path):
         return str(o)
     return str(o)
+
+
+def _check_part_entry(man: Path, k: int, q: Any, version: int) -> None:
+    if not isinstance(q, dict):
+        raise StoreError(f"{man}: parts[{k}] must be an object")
+    for key in ("start", "stop"):
+        v = q.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise StoreError(f"{man}: parts[{k}].{key} = {v!r} must be a non-negative integer")
+    for key in ("A", "B"):
+        if not isinstance(q.get(key), str):
+            raise StoreError(f"{man}: parts[{k}].{key} = {q.get(key)!r} must be a file name")
+    for key in ("max_abs_A", "max_abs_B", "fro2_A", "fro2_B"):
+        v = q.get(key)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or not (0 <= v < float("inf")):
+            raise StoreError(f"{man}: parts[{k}].{key} = {v!r} must be a finite number >= 0")
 
 
 @dataclass
@@ -70,35 +121,150 @@ class ColumnStore:
     parts: List[Dict[str, Any]]
     has_d_true: bool = False
     meta: Dict[str, Any] = field(default_factory=dict)
+    version: int = VERSION
+    #: manifest name -> (resolved path, {"size", "sha256"} or None for a version-1 store)
+    files: Dict[str, Tuple[Path, Optional[dict]]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, path: Union[str, os.PathLike]) -> "ColumnStore":
+        """Read and check the manifest and every file's header and size (no array data is read).
+        Raises :class:`StoreError` (a ``ValueError``) naming the file and the field."""
         p = Path(path)
         man = p / "manifest.json"
         if not man.is_file():
             raise FileNotFoundError(f"{p} is not a column store (no manifest.json); write one with "
                                     "`eagle-dist shard FILE.mtx --out DIR` or "
                                     "eagle_dist.data.store.write_store(DIR, A, B, C)")
-        with open(man) as f:
-            m = json.load(f)
+        try:
+            with open(man, encoding="utf-8") as f:
+                m = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise StoreError(f"{man}: not valid JSON ({exc}); the store is damaged — write it "
+                             "again") from None
+        if not isinstance(m, dict):
+            raise StoreError(f"{man}: the manifest must be a JSON object")
         if m.get("format") != FORMAT:
-            raise ValueError(f"{man}: format {m.get('format')!r} is not {FORMAT!r}")
-        if int(m.get("version", 0)) > VERSION:
-            raise ValueError(f"{man}: store version {m['version']} is newer than this eagle_dist "
+            raise StoreError(f"{man}: format {m.get('format')!r} is not {FORMAT!r}")
+        version = m.get("version", 0)
+        if not isinstance(version, int) or version < 1:
+            raise StoreError(f"{man}: version={version!r} must be a positive integer")
+        if version > VERSION:
+            raise StoreError(f"{man}: store version {version} is newer than this eagle_dist "
                              f"reads ({VERSION}); upgrade eagle_dist")
-        parts = sorted(m["parts"], key=lambda q: q["start"])
+        def field_(key, kind=int, positive=True):
+            v = m.get(key)
+            ok = isinstance(v, kind) and not isinstance(v, bool) and (not positive or v >= 1)
+            if not ok:
+                raise StoreError(f"{man}: field {key!r} = {v!r} must be a positive integer")
+            return v
+        n, d, nq, dq = (field_(k) for k in ("n", "d", "n_query", "d_query"))
+        dtype_name = m.get("dtype", "float64")
+        if dtype_name not in ("float32", "float64"):
+            raise StoreError(f"{man}: dtype={dtype_name!r}; a store holds float32 or float64")
+        raw_parts = m.get("parts")
+        if not isinstance(raw_parts, list) or not raw_parts:
+            raise StoreError(f"{man}: field 'parts' must be a non-empty list")
+        for k, q in enumerate(raw_parts):
+            _check_part_entry(man, k, q, version)
+        parts = sorted(raw_parts, key=lambda q: q["start"])
         edge = 0
         for q in parts:
             if q["start"] != edge or q["stop"] <= q["start"]:
-                raise ValueError(f"{man}: parts do not tile the columns 0..{m['d'] - 1} "
+                raise StoreError(f"{man}: parts do not tile the columns 0..{d - 1} "
                                  f"(part {q['A']} starts at {q['start']}, expected {edge})")
             edge = q["stop"]
-        if edge != m["d"]:
-            raise ValueError(f"{man}: parts end at column {edge}, but d = {m['d']}")
-        return cls(path=p, name=m.get("name", p.name), n=int(m["n"]), d=int(m["d"]),
-                   n_query=int(m["n_query"]), d_query=int(m["d_query"]),
-                   dtype=np.dtype(m.get("dtype", "float64")), parts=parts,
-                   has_d_true=bool(m.get("D_true")), meta=dict(m.get("meta", {})))
+        if edge != d:
+            raise StoreError(f"{man}: parts end at column {edge}, but d = {d}")
+        store = cls(path=p, name=str(m.get("name", p.name)), n=n, d=d, n_query=nq,
+                    d_query=dq, dtype=np.dtype(dtype_name), parts=parts,
+                    has_d_true=bool(m.get("D_true")),
+                    meta=dict(m.get("meta", {})) if isinstance(m.get("meta"), dict) else {})
+        store.version = version
+        store.files = {}
+        if version < 2:
+            log.warning("%s: a version-1 store records no file sizes or hashes; its parts "
+                        "cannot be checked for changes since writing (write it again to get "
+                        "a version-%d store)", p, VERSION)
+        # every file: contained, regular, the right header and (version 2) the recorded size
+        store._check_file("C", m.get("C", "C.npy"), (n, dq), m.get("files", {}).get("C"))
+        if store.has_d_true:
+            store._check_file("D_true", m["D_true"], (nq, dq), m.get("files", {}).get("D_true"))
+        for q in parts:
+            k = q["stop"] - q["start"]
+            store._check_file(q["A"], q["A"], (k, n), q.get("A_file"), part=q)
+            store._check_file(q["B"], q["B"], (k, nq), q.get("B_file"), part=q)
+        return store
+
+    def _resolve(self, rel: Any, what: str) -> Path:
+        """The file ``rel`` of the store, refused unless it is a relative path that resolves
+        inside the store folder to a regular file."""
+        where = f"{self.path / 'manifest.json'}: {what}"
+        if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+            raise StoreError(f"{where}: file name {rel!r} must be a non-empty relative path")
+        pure = Path(rel)
+        if pure.is_absolute() or any(part == ".." for part in pure.parts):
+            raise StoreError(f"{where}: file {rel!r} points outside the store (absolute or "
+                             "'..' paths are refused); a store names only files inside its folder")
+        root = self.path.resolve()
+        try:
+            full = (self.path / pure).resolve(strict=True)
+        except FileNotFoundError:
+            raise StoreError(f"{where}: file {rel!r} is missing from the store") from None
+        except (OSError, RuntimeError) as exc:
+            raise StoreError(f"{where}: file {rel!r} cannot be resolved ({exc})") from None
+        if root not in full.parents:
+            raise StoreError(f"{where}: file {rel!r} resolves to {full}, outside the store "
+                             f"{root} (a symlink out of the store is refused)")
+        import stat
+        mode = os.stat(full).st_mode
+        if not stat.S_ISREG(mode):
+            raise StoreError(f"{where}: file {rel!r} is not a regular file (a FIFO, device or "
+                             "folder); refusing to read it")
+        return full
+
+    def _check_file(self, what: str, rel: Any, shape: Tuple[int, int], rec: Any,
+                    part: Optional[dict] = None) -> None:
+        full = self._resolve(rel, what)
+        try:
+            shp, _fortran, dt = _npy_header(full)
+        except Exception as exc:  # noqa: BLE001 - any unreadable header
+            raise StoreError(f"{full}: not a readable .npy file ({type(exc).__name__}: {exc}); "
+                             "the store is damaged — write it again") from None
+        if dt.kind != "f" or dt.itemsize not in (4, 8):
+            raise StoreError(f"{full}: dtype {dt} — a store file must hold real float32/float64 "
+                             "numbers (complex, integer, string or object arrays are refused)")
+        if tuple(shp) != tuple(shape):
+            raise StoreError(f"{full}: shape {tuple(shp)}, but the manifest implies {shape} "
+                             f"({what}: n = {self.n}, n' = {self.n_query}, d' = {self.d_query}"
+                             + (f", columns {part['start']}..{part['stop'] - 1}" if part else "")
+                             + ")")
+        entry = None
+        if self.version >= 2:
+            if not (isinstance(rec, dict) and isinstance(rec.get("size"), int)
+                    and isinstance(rec.get("sha256"), str) and len(rec["sha256"]) == 64):
+                raise StoreError(f"{self.path / 'manifest.json'}: {what}: no valid size/sha256 "
+                                 "record (a version-2 store records both for every file)")
+            size = os.stat(full).st_size
+            if size != rec["size"]:
+                raise StoreError(f"{full}: {size} bytes, but {rec['size']} were written; the file "
+                                 "changed after the store was written — write the store again")
+            entry = rec
+        self.files[str(rel)] = (full, entry)
+
+    def _verified(self, rel: str) -> Path:
+        """The resolved file ``rel``, its SHA-256 checked once per process (version 2)."""
+        full, rec = self.files[rel]
+        if rec is None:
+            return full
+        st = os.stat(full)
+        key = (str(full), st.st_size, st.st_mtime_ns)
+        if key not in _VERIFIED:
+            if _sha256(full) != rec["sha256"]:
+                raise StoreError(f"{full}: contents differ from what was written (SHA-256 "
+                                 "mismatch); the file changed after the store was written — "
+                                 "write the store again")
+            _VERIFIED[key] = True
+        return full
 
     # what the driver may know without reading A --------------------------------------------
     @property
@@ -122,11 +288,19 @@ class ColumnStore:
         """Bytes of A and B held densely (float64), i.e. what a driver holding the problem needs."""
         return 8 * (self.n + self.n_query) * self.d
 
+    def _load_small(self, what: str) -> np.ndarray:
+        rel = next(r for r in self.files if r == what or (what == "C" and r.endswith("C.npy"))
+                   or (what == "D_true" and r.endswith("D_true.npy")))
+        x = np.load(self._verified(rel), allow_pickle=False).astype(np.float64)
+        if not np.isfinite(x).all():
+            raise StoreError(f"{self.files[rel][0]}: {what} has NaN or inf entries")
+        return x
+
     def load_C(self) -> np.ndarray:
-        return np.load(self.path / "C.npy").astype(np.float64)
+        return self._load_small("C")
 
     def load_D_true(self) -> Optional[np.ndarray]:
-        return np.load(self.path / "D_true.npy").astype(np.float64) if self.has_d_true else None
+        return self._load_small("D_true") if self.has_d_true else None
 
     # what a worker reads ----------------------------------------------------------------------
     def columns(self, cols) -> Tuple[np.ndarray, np.ndarray]:
@@ -151,8 +325,13 @@ class ColumnStore:
             rows = slice(int(local[0]), int(local[-1]) + 1) if contiguous or local.size == 1 \
                 else local
             for name, out in (("A", A), ("B", B)):
-                arr = np.load(self.path / q[name], mmap_mode="r")
+                arr = np.load(self._verified(q[name]), mmap_mode="r", allow_pickle=False)
                 chunk = np.asarray(arr[rows], dtype=np.float64)     # (k, n): only these bytes read
+                if not np.isfinite(chunk).all():
+                    bad = int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
+                    raise StoreError(f"{self.files[q[name]][0]}: {name} column "
+                                     f"{q['start'] + int(np.atleast_1d(local)[bad])} has NaN or "
+                                     "inf entries; clean the data and write the store again")
                 out[:, sel] = chunk.T
                 READ_BYTES[name] += chunk.nbytes
                 del arr
@@ -199,20 +378,37 @@ class ShardRef:
 # ------------------------------------------------------------------------------------------------
 # Writers
 # ------------------------------------------------------------------------------------------------
-def _prepare_dir(path: Path, overwrite: bool) -> None:
-    if path.exists():
-        if not overwrite:
-            if (path / "manifest.json").is_file():
+def _prepare_dir(path: Path, overwrite: bool) -> Path:
+    """Check that ``path`` may receive a store and return a fresh temporary folder beside it: the
+    store is written there and renamed into place at the end (:func:`_commit_dir`), so a write
+    that fails half-way leaves nothing that blocks a retry."""
+    import tempfile
+    if path.exists() or path.is_symlink():
+        if not path.is_dir():
+            raise FileExistsError(f"{path} exists and is not a folder; choose a folder for the store")
+        if (path / "manifest.json").is_file():
+            if not overwrite:
                 raise FileExistsError(f"{path} already holds a store; pass overwrite=True "
                                       "(--overwrite) to replace it")
-            if any(path.iterdir()):
-                raise FileExistsError(f"{path} exists and is not empty; choose a new folder")
-        else:
-            if (path / "manifest.json").is_file():
-                shutil.rmtree(path)
-            elif any(path.iterdir()):
-                raise FileExistsError(f"{path} is not empty and not a store; refusing to delete it")
-    (path / "parts").mkdir(parents=True, exist_ok=True)
+        elif any(path.iterdir()):
+            raise FileExistsError(f"{path} exists, is not empty and is not a store; choose a new "
+                                  "folder (it is never deleted)")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.writing-", dir=path.parent))
+    (tmp / "parts").mkdir()
+    return tmp
+
+
+def _commit_dir(tmp: Path, path: Path) -> None:
+    if path.exists():
+        # an existing store (overwrite=True) or an empty folder: replaced only now, when the
+        # new store is complete
+        shutil.rmtree(path) if (path / "manifest.json").is_file() else path.rmdir()
+    os.replace(tmp, path)
+
+
+def _file_record(path: Path) -> Dict[str, Any]:
+    return dict(size=os.stat(path).st_size, sha256=_sha256(path))
 
 
 def write_store(path: Union[str, os.PathLike], A=None, B=None, C=None, D_true=None, *,
@@ -255,10 +451,26 @@ def write_store(path: Union[str, os.PathLike], A=None, B=None, C=None, D_true=No
         blocks = cut()
     elif n is None or n_query is None:
         raise ValueError("with blocks=..., give n (rows of A) and n_query (rows of B)")
-    _prepare_dir(path, overwrite)
+    final = path
+    path = _prepare_dir(final, overwrite)
+    try:
+        _write_parts(path, final, blocks, n, n_query, C, D_true, name, meta, dtype)
+    except BaseException:
+        shutil.rmtree(path, ignore_errors=True)
+        raise
+    _commit_dir(path, final)
+    return ColumnStore.open(final)
+
+
+def _write_parts(path, final, blocks, n, n_query, C, D_true, name, meta, dtype) -> None:
+    import scipy.sparse as sp
     parts, start = [], 0
     for k, (a, b) in enumerate(blocks):
         a, b = np.asarray(a), np.asarray(b)
+        for nm, x in (("A_k", a), ("B_k", b)):
+            if x.ndim != 2 or x.dtype.kind not in "fiub":
+                raise ValueError(f"block {k}: {nm} must be a real 2-D numeric array, got "
+                                 f"{x.dtype} with shape {x.shape}")
         if a.shape[0] != n or b.shape[0] != n_query or a.shape[1] != b.shape[1] or a.shape[1] == 0:
             raise ValueError(f"block {k}: A_k {a.shape} / B_k {b.shape} do not match n = {n}, "
                              f"n' = {n_query} with the same (nonzero) number of columns")
@@ -270,6 +482,7 @@ def write_store(path: Union[str, os.PathLike], A=None, B=None, C=None, D_true=No
         a64 = a.astype(np.float64, copy=False)
         b64 = b.astype(np.float64, copy=False)
         parts.append(dict(start=start, stop=start + a.shape[1], A=fa, B=fb,
+                          A_file=_file_record(path / fa), B_file=_file_record(path / fb),
                           max_abs_A=float(np.abs(a64).max()),
                           max_abs_B=float(np.abs(b64).max()) if b64.size else 0.0,
                           fro2_A=float(np.sum(a64 * a64)),
@@ -281,23 +494,27 @@ def write_store(path: Union[str, os.PathLike], A=None, B=None, C=None, D_true=No
         raise ValueError("A is all zeros: B A⁺ C is then 0 for any B, C and there is nothing to "
                          "solve")
     C = np.eye(n) if C is None else (C.toarray() if sp.issparse(C) else np.asarray(C))
+    if C.dtype.kind not in "fiub":
+        raise ValueError(f"C has dtype {C.dtype}; pass a real numeric array")
     if C.ndim != 2 or C.shape[0] != n:
         raise ValueError(f"C has shape {C.shape}; expected (n, d') = ({n}, ?)")
+    if not np.isfinite(C).all():
+        raise ValueError("C has NaN or inf entries; clean the data first")
     np.save(path / "C.npy", C.astype(dtype))
+    files = {"C": _file_record(path / "C.npy")}
     if D_true is not None:
         D_true = np.asarray(D_true, dtype=np.float64)
         if D_true.shape != (n_query, C.shape[1]):
             raise ValueError(f"D_true has shape {D_true.shape}; expected (n', d') = "
                              f"{(n_query, C.shape[1])}")
         np.save(path / "D_true.npy", D_true)
-    man = dict(format=FORMAT, version=VERSION, name=name or path.name, n=int(n), d=int(start),
+        files["D_true"] = _file_record(path / "D_true.npy")
+    man = dict(format=FORMAT, version=VERSION, name=name or final.name, n=int(n), d=int(start),
                n_query=int(n_query), d_query=int(C.shape[1]), dtype=str(dtype),
-               D_true="D_true.npy" if D_true is not None else None, C="C.npy", parts=parts,
-               meta=meta or {})
-    with open(path / "manifest.json.tmp", "w") as f:
+               D_true="D_true.npy" if D_true is not None else None, C="C.npy", files=files,
+               parts=parts, meta=meta or {})
+    with open(path / "manifest.json", "w") as f:
         json.dump(man, f, indent=1, default=_json_default)
-    os.replace(path / "manifest.json.tmp", path / "manifest.json")
-    return ColumnStore.open(path)
 
 
 def lstsq_layout(M, *, seed: int = 0, noise: float = 0.0):
