@@ -33,7 +33,7 @@ def problem_from_config(pc: "ProblemConfig", workers: int = 1):
         return controlled(pc.n, pc.d, pc.n_query, pc.d_query, kappa=pc.kappa, rank=pc.rank,
                           noise=pc.noise, seed=pc.seed), None
     if pc.source == "alpha":
-        from ..distributed.shards import alpha_problem
+        from .shards import alpha_problem
         return alpha_problem(pc.n, pc.d, workers, alpha=pc.alpha, kappa_max=pc.kappa,
                              n_query=pc.n_query, d_query=pc.d_query, noise=pc.noise, seed=pc.seed)
     if pc.source == "mtx":
