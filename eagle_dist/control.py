@@ -93,16 +93,17 @@ class SolverOptions:
             raise ValueError(f"tol={self.tol!r} must be a positive finite number, e.g. 1e-8")
         if not integer(self.max_iter) or self.max_iter < 1:
             raise ValueError(f"max_iter={self.max_iter!r} must be a positive integer, e.g. 1000")
-        if self.target_error is not None and not (real(self.target_error) and self.target_error > 0
-                                                  and math.isfinite(self.target_error)):
-            raise ValueError(f"target_error={self.target_error!r} must be a positive finite number "
-                             "(a relative error such as 1e-8), or None")
+        # below 1: D = 0 already has relative error 1 and relative residual 1, so a target at or
+        # above 1 would let any output (a learned kernel's, a first iterate) count as converged
+        if self.target_error is not None and not (real(self.target_error)
+                                                  and 0 < self.target_error < 1):
+            raise ValueError(f"target_error={self.target_error!r} must lie in (0, 1) — a relative "
+                             "error such as 1e-8 (D = 0 already has error 1) — or None")
         if self.target_residual is not None and not (
-                real(self.target_residual) and self.target_residual > 0
-                and math.isfinite(self.target_residual)):
-            raise ValueError(f"target_residual={self.target_residual!r} must be a positive finite "
-                             "number (a relative residual ‖W A − B‖_F / ‖B‖_F such as 1e-4), or "
-                             "None")
+                real(self.target_residual) and 0 < self.target_residual < 1):
+            raise ValueError(f"target_residual={self.target_residual!r} must lie in (0, 1) — a "
+                             "relative residual ‖W A − B‖_F / ‖B‖_F such as 1e-4 (D = 0 already "
+                             "has residual 1) — or None")
         if self.target_error is not None and self.target_residual is not None:
             raise ValueError("target_error and target_residual cannot both be set; pick one "
                              "stopping rule")

@@ -135,6 +135,8 @@ def test_far_from_unit_scale_is_solved_or_refused_never_misreported(method, fact
 @pytest.mark.parametrize("kw,name", [
     (dict(tol=True), "tol"), (dict(tol=float("inf")), "tol"),
     (dict(target_error=float("inf")), "target_error"), (dict(target_error=0.0), "target_error"),
+    # a target at or above 1 is met by D = 0 (it let a learned kernel's output be 'converged')
+    (dict(target_error=10.0), "target_error"), (dict(target_residual=1.0), "target_residual"),
     (dict(max_iter=10.5), "max_iter"), (dict(max_iter=True), "max_iter"),
     (dict(seed=1.5), "seed"),
 ])

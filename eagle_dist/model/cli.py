@@ -52,8 +52,9 @@ def add_model_parsers(sub) -> None:
         "extract", help="extract the algorithm a trained checkpoint implements",
         description="Head pruning, products, sparsification/quantisation, structure tests, "
                     "per-layer scalars and scaling law, and a layer-by-layer replay through the "
-                    "project's EAGLE kernel (paper Table 1). Writes report.md, table1.csv, "
-                    "scalars.csv and weight heatmaps.")
+                    "project's EAGLE kernel (paper Table 1), and the verdict (structure and "
+                    "error level; exit code 4 unless it is EAGLE). Writes report.md, table1.csv, "
+                    "scalars.csv, sparsity_sweep.csv/png (paper Fig. 10) and weight heatmaps.")
     pe.add_argument("--checkpoint", required=True, nargs="+",
                     help="one or more .pt files (a run's final.pt) or run directories")
     pe.add_argument("--out", default=None,
@@ -121,9 +122,22 @@ def cmd_train(args) -> int:
               f"{res.steps_per_s:.1f} steps/s; test MSE {t.get('mse', float('nan')):.4g} "
               f"(zero predictor {t.get('zero', float('nan')):.4g}); spikes {res.spikes}, "
               f"skipped {res.skipped}\n  {run_dir}/summary.md")
+        mse, zero = t.get("mse", float("nan")), t.get("zero", float("nan"))
         if not t.get("finite", False):
+            log.error("%s: the final test MSE is not finite: the run blew up", run_dir)
+            rc = 3
+        elif mse > FAIL_ABOVE_ZERO * zero:
+            # a run that ends far above the zero predictor has failed (e.g. optim.lr=10 ended at
+            # a test MSE of 5.9e55 and used to exit 0)
+            log.error("%s: the final test MSE %.3g is %.3g x the zero predictor's %.3g — the "
+                      "run failed (lower optim.lr, check the config)", run_dir, mse, mse / zero,
+                      zero)
             rc = 3
     return rc
+
+
+#: a run whose final test MSE exceeds this multiple of the zero predictor's has failed (exit 3)
+FAIL_ABOVE_ZERO = 10.0
 
 
 def _checkpoint_path(p: str) -> str:
@@ -165,12 +179,11 @@ def cmd_extract(args) -> int:
                   f"bytes/worker/round, error vs B A+ C "
                   f"{kc['per_layer_median']['kernel_vs_pinv'][-1]:.3f}, vs transformer "
                   f"{kc['per_layer_median']['kernel_vs_transformer'][-1]:.1e}")
-        verdict = "EAGLE structure found" if ex.has_structure else "no EAGLE structure: " + \
-            "; ".join(ex.reasons)
+        verdict = ex.verdict.text.replace("**", "")
         print(f"{ck}: {verdict}\n  test MSE transformer {ex.mse['transformer']:.4g}, extracted "
               f"rule {ex.replay_mse:.4g}, zero {ex.mse['zero predictor']:.4g}; Table 1 max "
               f"{max(ex.table1):.3e}; eta_hat per layer {[round(x, 3) for x in ex.eta_hat]}, gamma_hat "
               f"{[round(x, 3) for x in ex.gamma_hat]}; gamma/eta {ex.ratio:.2f}, exponent "
               f"{ex.exponent:.2f}\n  {path}")
-        rc = rc or (0 if ex.has_structure else 4)
+        rc = rc or (0 if ex.verdict.eagle else 4)          # the one verdict (model.verdict)
     return rc

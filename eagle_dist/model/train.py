@@ -86,10 +86,21 @@ def evaluate(model: LinearTransformer, test: Batch, chunk: int = 2048,
 
 def save_checkpoint(path: str, model: LinearTransformer, opt_state, step: int, cfg: TrainConfig,
                     extra: Optional[dict] = None) -> None:
+    """Write atomically (a ``.tmp`` renamed into place); a failed write (a full disk) leaves no
+    ``.tmp`` behind and raises an ``OSError`` that says which file and why."""
     tmp = path + ".tmp"
-    torch.save(dict(model=model.state_dict(), optim=opt_state, step=step, config=cfg.to_dict(),
-                    extra=extra or {}), tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(dict(model=model.state_dict(), optim=opt_state, step=step,
+                        config=cfg.to_dict(), extra=extra or {}), tmp)
+        os.replace(tmp, path)
+    except (OSError, RuntimeError) as exc:       # torch reports a full disk as RuntimeError
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise OSError(f"could not write checkpoint {path} ({first[:200]}); free disk space or "
+                      "choose another run.dir, then resume with --resume") from None
 
 
 def load_checkpoint(path: str, map_location="cpu"):
@@ -114,8 +125,18 @@ def load_checkpoint(path: str, map_location="cpu"):
     if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
         raise ValueError(f"{path}: not an eagle-dist training checkpoint (no config/model inside)")
     cfg = train_config_from_dict(payload["config"], path)
+    step = payload.get("step")
+    if not isinstance(step, int) or isinstance(step, bool) or not (0 <= step <= cfg.optim.steps):
+        raise ValueError(f"{path}: step={step!r} must be an integer in 0..optim.steps = "
+                         f"{cfg.optim.steps}; the checkpoint is damaged or was edited")
     model = LinearTransformer(cfg.model, seed=cfg.optim.seed)
-    model.load_state_dict(payload["model"])
+    try:
+        model.load_state_dict(payload["model"])
+    except (RuntimeError, KeyError, TypeError) as exc:
+        first = str(exc).strip().splitlines()
+        detail = "; ".join(x.strip() for x in first[1:3]) if len(first) > 1 else str(exc)[:200]
+        raise ValueError(f"{path}: the weights do not match the model its config describes "
+                         f"({detail[:300]}); the checkpoint is damaged or was edited") from None
     return model, cfg, payload
 
 
@@ -142,7 +163,9 @@ def init_from(model: LinearTransformer, cfg: TrainConfig, path: str) -> None:
 
 
 def latest_checkpoint(run_dir: str) -> Optional[str]:
-    paths = glob.glob(os.path.join(run_dir, "checkpoints", "step_*.pt"))
+    import re
+    paths = [p for p in glob.glob(os.path.join(run_dir, "checkpoints", "step_*.pt"))
+             if re.fullmatch(r"step_\d+\.pt", os.path.basename(p))]   # not step_abc.pt
     if not paths:
         return None
     return max(paths, key=lambda p: int(os.path.basename(p)[5:-3]))
@@ -276,7 +299,13 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
             opt_state = opt_state[rank]
         opt.load_state_dict(opt_state)
         start = int(payload["step"])
+        named = int(os.path.basename(ck)[5:-3])
         ex = payload.get("extra", {})
+        if start != named or not isinstance(ex, dict) or len(ex.get("losses", [])) != start:
+            raise ValueError(f"resume: {ck} says step {start} but its name says {named} and it "
+                             f"holds {len(ex.get('losses', [])) if isinstance(ex, dict) else '?'}"
+                             " losses; the checkpoint was edited or damaged — remove it to resume "
+                             "from the one before")
         losses = list(ex.get("losses", []))[:start]
         spikes, skipped, clipped = ex.get("spikes", 0), ex.get("skipped", 0), ex.get("clipped", 0)
         log.info("resuming %s from step %d (%s)", default_run_dir(cfg), start, ck)
