@@ -5,7 +5,7 @@ import importlib
 
 # module name (in eagle_dist.bench) -> registered by its ``add_parser``
 SWEEPS = ("kappa", "sketch", "gemm", "rounds", "backends", "train", "suitesparse", "scale",
-          "sharded", "noise")
+          "sharded", "noise", "rankdef", "distributions", "stepsize", "seedavg", "noisy")
 
 
 def add_bench_parser(sub) -> None:

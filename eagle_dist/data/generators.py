@@ -6,6 +6,8 @@
 * :func:`distribution` — the paper's six evaluation distributions (``svd``, ``student_t``,
   ``gaussian``, ``correlated``, ``sparse_rademacher``, ``clustered``), each building a full
   ``(n + n') x (d + d')`` matrix ``X`` of rank ``s`` from factors, then splitting it.
+  ``definition="paper"`` follows the paper's appendix (Fig. 19) literally; the default
+  ``"code"`` keeps this package's original variants (see :data:`DEFINITIONS`).
 """
 from __future__ import annotations
 
@@ -16,6 +18,26 @@ import numpy as np
 from ..problem import Problem
 
 DISTRIBUTIONS = ("svd", "student_t", "gaussian", "correlated", "sparse_rademacher", "clustered")
+#: ``distribution(definition=…)``: ``"code"`` (the default, this package's original variants) or
+#: ``"paper"`` (the paper's Fig. 19 definitions). They differ in five of six kinds:
+#:
+#: ============================  ========================================  ===============================================
+#: kind                          ``"code"``                                ``"paper"``
+#: ============================  ========================================  ===============================================
+#: ``svd``                       ``U diag(σ) Vᵀ``, σ log-uniform [1e-2, 1]  the same divided by ``√s``
+#: ``student_t``                 factors t(ν = 4)                          factors t(4) / ``√(ν/(ν−2))`` (unit variance)
+#: ``gaussian``                  factors N(0, 1)                           the same
+#: ``correlated``                the s latent columns correlated           every factor column ~ N(0, Σ), Σ Toeplitz
+#:                               (Toeplitz ρ = 0.8, s x s)                 ρ^|i−j| over the rows (ρ = 0.8): correlated rows
+#: ``sparse_rademacher``         ±1 w.p. 0.1, one forced nonzero per row   ±1/√p w.p. p = 0.1 (no forced entries)
+#: ``clustered``                 centre (5, scale 3) + N(0, 1), rank s     one-hot membership of k = 5 clusters times
+#:                                                                         N(0, 1) centres: X is block-constant, rank ≤ 5
+#: ============================  ========================================  ===============================================
+#:
+#: Factor kinds build ``X = R₁ R₂ᵀ / √s``. The paper's ``clustered`` has rank ≤ k = 5 whatever
+#: ``rank`` says (its caption's "rank 240" cannot hold for it); ``meta["rank"]`` reports 5 then.
+DEFINITIONS = ("code", "paper")
+CLUSTERS = 5
 
 
 def _is_int(v) -> bool:
@@ -148,14 +170,50 @@ def _factor(rng, kind: str, m: int, s: int) -> np.ndarray:
     raise ValueError(kind)
 
 
+def _paper_factor(rng, kind: str, m: int, s: int) -> np.ndarray:
+    """One ``m x s`` factor of the paper's Fig. 19 distributions (see :data:`DEFINITIONS`)."""
+    if kind == "gaussian":
+        return rng.standard_normal((m, s))
+    if kind == "student_t":
+        nu = 4.0
+        return rng.standard_t(nu, size=(m, s)) / np.sqrt(nu / (nu - 2.0))     # unit variance
+    if kind == "correlated":
+        idx = np.arange(m)
+        L = np.linalg.cholesky(0.8 ** np.abs(idx[:, None] - idx[None, :]))   # m x m Toeplitz
+        return L @ rng.standard_normal((m, s))              # every column ~ N(0, Σ): rows correlated
+    if kind == "sparse_rademacher":
+        p = 0.1
+        mask = rng.random((m, s)) < p
+        return np.where(mask, rng.choice([-1.0, 1.0], size=(m, s)), 0.0) / np.sqrt(p)
+    if kind == "clustered":
+        centers = rng.standard_normal((CLUSTERS, s))
+        return centers[rng.integers(0, CLUSTERS, m)]        # one-hot membership x centres
+    raise ValueError(kind)
+
+
 def distribution(kind: str = "gaussian", n: int = 240, d: int = 240, n_query: int = 2,
                  d_query: int = 2, *, rank: Optional[int] = None, noise: float = 0.0,
-                 seed: int = 0, dtype=np.float64) -> Problem:
+                 seed: int = 0, dtype=np.float64, definition: str = "code") -> Problem:
     """A rank-``rank`` matrix ``X`` (default ``min(n, d)``, so ``A`` is generically full rank and
     the data consistent) from one of :data:`DISTRIBUTIONS`; ``noise`` is the standard deviation
-    of Gaussian noise added to every entry."""
+    of Gaussian noise added to every entry.
+
+    ``definition``: ``"code"`` (default; this package's original variants) or ``"paper"`` (the
+    paper's Fig. 19 definitions: scaled Student-t and sparse Rademacher, correlated rows, the SVD
+    construction divided by ``√s``, block-constant clusters of rank ≤ 5); the table in
+    :data:`DEFINITIONS` lists the differences. With a seed and a kind, the noise is drawn after X
+    from the same stream, so ``noise=0`` with the same seed gives the noiseless X.
+
+    Example:
+        >>> p = distribution("student_t", 40, 40, seed=0, definition="paper")
+        >>> p.A.shape, p.meta["definition"]
+        ((40, 40), 'paper')
+    """
     if kind not in DISTRIBUTIONS:
         raise ValueError(f"distribution {kind!r} is unknown; choose one of {DISTRIBUTIONS}")
+    if definition not in DEFINITIONS:
+        raise ValueError(f"definition={definition!r}; use 'code' (this package's variants, the "
+                         "default) or 'paper' (the paper's Fig. 19 definitions)")
     _check_sizes(n=n, d=d, n_query=n_query, d_query=d_query)
     s = min(n, d) if rank is None else rank
     if not _is_int(s) or not (1 <= s <= min(n, d)):
@@ -164,13 +222,20 @@ def distribution(kind: str = "gaussian", n: int = 240, d: int = 240, n_query: in
     noise = _check_real("noise", noise, low=0.0, what=" (it is a standard deviation)")
     seed = _check_seed(seed)
     rng = np.random.default_rng(seed)
+    paper = definition == "paper"
     if kind == "svd":
-        # X = U diag(σ) Vᵀ, σ log-uniform in [1e-2, 1]
+        # X = U diag(σ) Vᵀ, σ log-uniform in [1e-2, 1] (the paper: divided by √s)
         sig = 10.0 ** rng.uniform(-2.0, 0.0, s)
         X = (_haar(rng, n + n_query, s) * sig) @ _haar(rng, d + d_query, s).T
+        if paper:
+            X = X / np.sqrt(s)
     else:
-        X = _factor(rng, kind, n + n_query, s) @ _factor(rng, kind, d + d_query, s).T / np.sqrt(s)
+        fac = _paper_factor if paper else _factor
+        X = fac(rng, kind, n + n_query, s) @ fac(rng, kind, d + d_query, s).T / np.sqrt(s)
     if noise > 0:
         X = X + noise * rng.standard_normal(X.shape)
-    return split(X, n, d, name=kind, meta=dict(generator=kind, rank=s, noise=noise, seed=seed),
-                 dtype=dtype)
+    rank_x = min(s, CLUSTERS) if (paper and kind == "clustered") else s
+    meta = dict(generator=kind, rank=rank_x, noise=noise, seed=seed)
+    if paper:
+        meta["definition"] = "paper"     # absent for "code": existing metadata stays as it was
+    return split(X, n, d, name=kind if not paper else f"{kind}(paper)", meta=meta, dtype=dtype)
