@@ -1,5 +1,3 @@
-import os
-
 import numpy as np
 import pytest
 import torch
@@ -9,9 +7,51 @@ import torch
 torch.set_num_threads(1)
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "ray_teardown: a Ray test that kills the session's pooled actors (a failure, "
+                   "a start-up that cannot succeed, CPUs held on purpose); run after every other "
+                   "test so that the others reuse warm actors")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that kill the pooled Ray actors go last (their order among themselves is kept): an
+    actor start imports torch, 15-30 s on a busy 2-core machine, and the other Ray tests reuse
+    the actors of the previous run."""
+    keep = [i for i in items if i.get_closest_marker("ray_teardown") is None]
+    last = [i for i in items if i.get_closest_marker("ray_teardown") is not None]
+    items[:] = keep + last
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real two-node Ray cluster on this machine, shared by every Ray test of the session: a
+    head and a second node (separate raylets, one CPU each), joined by this test process as a
+    driver joins a cluster (``address``). A two-rank run then places one actor on each node, so
+    each Ray test exercises what only multi-node runs do (RANK != LOCAL_RANK, NODE_RANK, a store
+    read by workers on different nodes). Nothing is written to /tmp/ray/ray_current_cluster, so
+    other processes' ``ray.init()`` never join it."""
+    ray = pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ray]')")
+    from ray.cluster_utils import Cluster
+
+    from eagle_dist.distributed import release_ray_actors, shutdown_ray
+    shutdown_ray()                  # a local Ray started by an earlier test is not this cluster
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
+                      head_node_args={"num_cpus": 1, "include_dashboard": False})
+    cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
+    release_ray_actors()
+    ray.shutdown()
+    cluster.shutdown()
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -21,3 +61,4 @@ def _one_local_ray_for_the_session():
     yield
     from eagle_dist.distributed import shutdown_ray
     shutdown_ray()
+

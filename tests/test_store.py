@@ -117,16 +117,20 @@ def test_store_without_answer_needs_no_reference_and_says_why_when_asked(tmp_pat
         solve(s, "lsmr")
 
 
-def test_two_ray_actors_solve_a_store_without_the_driver_reading_a(consistent, monkeypatch):
-    pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ray]')")
+def test_two_ray_actors_solve_a_store_without_the_driver_reading_a(consistent, monkeypatch,
+                                                                     ray_cluster):
+    """Two actors, one on each node of the session's two-node cluster, each read their own
+    columns of the store (one shared file system); the driver reads none."""
     A, W, s = consistent
 
     def driver_must_not_read(*args, **kwargs):
         raise AssertionError("the driver read columns of A")
     monkeypatch.setattr(ColumnStore, "columns", driver_must_not_read)
     before = dict(st.READ_BYTES)
-    res = solve(s, "eagle", workers=2, backend="ray", mode="gram", tol=1e-12, timeout=30)
+    res = solve(s, "eagle", workers=2, backend="ray", mode="gram", tol=1e-12, timeout=30,
+                record_error=True)
     assert res.converged and res.info["loaded_by_worker"] and res.backend.startswith("ray")
+    assert res.info["nodes"] == 2                  # the two ranks ran on different nodes
     assert st.READ_BYTES == before                 # nothing of A or B read in this process
     assert res.error < 1e-10
     assert res.info["shard_bytes_max"] == 8 * (20 + 2) * 75

@@ -23,8 +23,14 @@ Bytes are counted from the tensors actually reduced.
 Verification (``verify=True``, paper mode): one extra *probe* column ``c = A x`` (x random) rides
 along in C. Its exact answer is ``B A⁺ A x``, which equals ``B x`` — known from one all-reduce
 of n' numbers at start-up — exactly when the data is consistent, i.e. exactly when the paper's
-mode is exact. ``CONVERGED`` is said only when the probe's answer matches ``B x`` to the
-tolerance; a probe that stops improving short of it gives ``INEXACT`` with the measured gap.
+mode is exact. A probe that stops improving short of ``B x`` gives ``INEXACT`` with the measured
+gap. The probe weighs each direction of range(A) by its singular value, though, and so cannot see
+a direction the shards share too poorly to move (an eigenvalue of the mean projector ``P̄`` near
+0: 3.7 % of D was missing, probe and D-steps "converged", on a problem with one singular value
+3e-8 at M = 2). So ``CONVERGED`` also needs the untransferred part of the user's C, which weighs
+every direction equally, to be small: ``‖C_ℓ‖_F ≤ max(10·tol, 100·eps)·‖C_0‖_F``. A remainder
+that stops shrinking (C not in the range of A, or a direction no round can move) ends the run
+``UNVERIFIED``: the paper's mode cannot tell the two apart; the Gram mode can.
 
 Distributed CG on the normal equations (``method="cg"``, :func:`_cg_rounds`): the honest second
 baseline beside distributed GD. ``W``, the search direction ``P`` and the normal-equation residual
@@ -43,7 +49,7 @@ import math
 import os
 import time
 from dataclasses import dataclass, field, replace
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, ClassVar, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -51,9 +57,8 @@ import torch
 from ..kernels import eagle_update, lift_cap, lift_point, spectral_norm_sq, well_conditioned
 from ..result import Status
 from ..control import (Monitor, SolverOptions, _norm64, cg_check_due, lsq_ratio, normal_cg_step)
+from .protocol import LocalKernel, as_local_kernel, is_certified
 
-Kernel = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
-                  "tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]"]
 MODES = ("paper", "gram")
 
 
@@ -62,12 +67,16 @@ class EagleKernel:
     """The default local kernel: :func:`eagle_update` in the normalised form (``ρ = 1``, rescale
     ``1/(1 − η)``); ``eta = 0`` is distributed gradient descent. Picklable for Ray / spawn.
 
-    The local-kernel protocol (what :class:`ShardWorker` uses): ``kernel(A, B, C, D, *,
-    update_ab, gram=None, cross=None)`` returns the new blocks; ``eta``; ``cap(dtype)`` (A/B
-    updates before the numerical-rank freeze) and ``certify_from(dtype)`` (rounds after which a
-    tol-based stop can be certified). A plain callable ``(A, B, C, D) -> blocks`` is accepted too
-    (e.g. a trained layer); it gets no freeze and no certificate, so its runs end ``unverified``.
+    It implements :class:`eagle_dist.distributed.protocol.CertifiedKernel`: ``kernel(A, B, C, D,
+    *, update_ab, gram=None, cross=None)`` returns the new blocks; ``cap(dtype)`` (A/B updates
+    before the numerical-rank freeze) and ``certify_from(dtype)`` (rounds after which a tol-based
+    stop can be certified). Any other :class:`~eagle_dist.distributed.protocol.LocalKernel` (e.g.
+    a trained layer) or plain callable gets no freeze and no certificate: its runs end
+    ``unverified``.
     """
+
+    scale_invariant: ClassVar[bool] = True     # the update commutes with scaling
+    fixed_shape: ClassVar[bool] = False        # any shape: a probe column may ride along
 
     eta: float = 1.0 / 3.0
     gamma: float = 1.0
@@ -84,6 +93,9 @@ class EagleKernel:
         order = self.order if (do_ab or self.order == 0) else 2     # frozen: order 2 (see eagle)
         return eagle_update(A, B, C, D, eta=self.eta, gamma=self.gamma, rho=1.0, scale=scale,
                             update_ab=do_ab, filter_order=order, gram=gram, cross=cross)
+
+    def bind(self, rank: int) -> "EagleKernel":
+        return self                            # stateless: every worker runs the same instance
 
     def cap(self, dtype) -> Optional[int]:
         return lift_cap(dtype, self.eta, 1.0, self.rcond) if self.eta > 0 else None
@@ -128,24 +140,21 @@ class RoundConfig:
     mode: str = "paper"                    # "paper" | "gram" (see the module docstring)
     method: str = "eagle"                  # "eagle" / "gd" (the kernel's rounds) | "cg"
     verify: bool = True                    # paper mode: carry the probe column
-    unscale: float = 1.0                   # D = unscale · D' (blocks were power-of-two scaled)
 
 
 class ShardWorker:
     """One column shard ``(A^μ, B^μ)`` and its local kernel state."""
 
-    def __init__(self, A: torch.Tensor, B: torch.Tensor, kernel: Kernel, rank: int):
-        bind = getattr(kernel, "bind", None)
-        if callable(bind):                 # a stateful kernel (e.g. a trained layer stack):
-            kernel = bind(rank)            # one instance per worker, told which machine it is
+    def __init__(self, A: torch.Tensor, B: torch.Tensor, kernel: LocalKernel, rank: int):
+        # a stateful kernel (e.g. a trained layer stack) gives each worker its own instance
+        kernel = as_local_kernel(kernel).bind(rank)
         self.A, self.B, self.kernel, self.rank = A, B, kernel, rank
         self.update_ab = True
         self.frozen_at: Optional[int] = None
-        self.protocol = callable(getattr(kernel, "cap", None)) and callable(
-            getattr(kernel, "certify_from", None))
+        self.certified = is_certified(kernel)
         # numerical-rank guard (kernels.lift_cap): freeze A^μ, B^μ before noise is lifted
-        self.cap = kernel.cap(A.dtype) if self.protocol else None
-        self.certify_from = kernel.certify_from(A.dtype) if self.protocol else 0
+        self.cap = kernel.cap(A.dtype) if self.certified else None
+        self.certify_from = kernel.certify_from(A.dtype) if self.certified else 0
 
     def norm_sq(self) -> float:
         return spectral_norm_sq(self.A, iters=200, rtol=1e-8)[0]
@@ -162,12 +171,12 @@ class ShardWorker:
 
     def local_update(self, C: torch.Tensor, D: torch.Tensor, rnd: int, cfg: RoundConfig,
                      gram: Optional[torch.Tensor] = None, cross: Optional[torch.Tensor] = None):
-        if self.protocol:
+        if self.certified:
             A_new, B_new, Cp, Dp = self.kernel(self.A, self.B, C, D, update_ab=self.update_ab,
                                                gram=gram, cross=cross)
         else:
             A_new, B_new, Cp, Dp = self.kernel(self.A, self.B, C, D)
-        if cfg.accelerate and self.update_ab and self.protocol and gram is None:
+        if cfg.accelerate and self.update_ab and self.certified and gram is None:
             # the accelerated variant: freeze once ‖I − A^μᵀA^μ‖_F² is tiny (every singular
             # value settled; a change-only test froze before small ones were lifted)
             change = _norm64(A_new - self.A) / max(_norm64(A_new), 1e-300)
@@ -196,6 +205,7 @@ class RoundsOutput:
     bytes_sent: int = 0           # per worker, all rounds (gram mode sends nothing once frozen)
     mode: str = "paper"
     probe_gap: float = float("nan")
+    c_remainder: float = float("nan")   # paper mode: ‖C_ℓ‖/‖C_0‖ of the user's C when checked
     certified_at: int = -1
     best_iteration: int = 0
 
@@ -219,19 +229,19 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
     M = cfg.workers
     opts = cfg.opts
     setup_bytes = 0
-    protocol = all(w.protocol for w in local)
+    certified = all(w.certified for w in local)
     certify_from = max(w.certify_from for w in local)
     cap = max((w.cap or 0) for w in local)
     d_query = C.shape[1]
     eps = torch.finfo(C.dtype).eps
+    c0 = _norm64(C)                                   # the user's C, before the probe joins it
 
     # the probe column (paper mode): c = A x and its exact answer B x when data is consistent
     # (M = 1 is the centralized iteration. GD needs no probe when its mean gradient is the full
     # gradient — exact on any data, checked on its gradient residual — which holds
     # with global normalisation (one ρ for all); with local ρ_μ it solves a column-weighted
     # problem, exact only on consistent data, so it carries the probe like EAGLE)
-    is_gd = (protocol and getattr(local[0].kernel, "eta", None) == 0.0
-             and cfg.normalization == "global")
+    is_gd = certified and local[0].kernel.eta == 0.0 and cfg.normalization == "global"
     probe = cfg.mode == "paper" and cfg.verify and M > 1 and not is_gd
     bx = None
     if probe:
@@ -272,16 +282,34 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
         if not probe:
             # gram mode and M = 1 are the centralized iteration (exact); the paper's mode
             # without its probe cannot tell a biased fixed point from the answer
-            return Status.CONVERGED if (cfg.mode == "gram" or M == 1) and protocol \
+            return Status.CONVERGED if (cfg.mode == "gram" or M == 1) and certified \
                 else Status.UNVERIFIED
         gap = probe_gap()
         gaps.append(gap)
         if gap <= max(10.0 * opts.tol, 100.0 * eps):
-            return Status.CONVERGED
+            return transferred(max(10.0 * opts.tol, 100.0 * eps))
         # not there: keep going while the probe improves; a probe stuck well above rounding
         # means the paper's mode has converged to a biased point (inconsistent data)
         if len(gaps) >= 10 and min(gaps[-5:]) > 0.5 * min(gaps[:-5]) and gap > math.sqrt(eps):
             return Status.INEXACT
+        return None
+
+    remainder: List["tuple[int, float]"] = []
+
+    def transferred(thr: float) -> Optional[Status]:
+        """The paper's mode, probe passed: how much of the user's C is still untransferred
+        (every direction weighed equally, unlike the probe). Small: CONVERGED. Shrinking: go
+        on. Stalled (at the recent rate the target is > 100·max_iter rounds away): UNVERIFIED."""
+        t = _norm64(state["C"][:, :d_query]) / c0 if c0 > 0.0 else 0.0
+        state["c_remainder"] = t
+        if t <= thr:
+            return Status.CONVERGED
+        remainder.append((mon.iteration, t))
+        if len(remainder) >= 10:
+            (i0, t0), (i1, t1) = remainder[-10], remainder[-1]
+            rate = math.log(t0 / t1) / max(i1 - i0, 1)
+            if not rate > 0.0 or math.log(t1 / thr) / rate > 100 * opts.max_iter:
+                return Status.UNVERIFIED
         return None
 
     def probe_gap() -> float:
@@ -289,14 +317,14 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
         den = _norm64(bx)
         return num / den if den > 0 else (0.0 if num == 0 else math.inf)
 
-    state = {"D": D, "C": C, "K": None, "g0": 1.0, "is_gd": is_gd}
+    state = {"D": D, "C": C, "K": None, "g0": 1.0, "is_gd": is_gd, "c_remainder": float("nan")}
     if on_round is not None:
         on_round(0)
     mon = Monitor(_quiet(opts, progress=opts.progress and is_main), reference,
                   desc=f"rounds(M={M}, {cfg.mode})", C0_norm=_norm64(C), denominator=denominator,
-                  certify_from=certify_from if protocol else 0,
-                  guard_from=(cap + 1) if (protocol and cap) else None,
-                  certifier=certifier if protocol and cap else None, verify=verify)
+                  certify_from=certify_from if certified else 0,
+                  guard_from=(cap + 1) if (certified and cap) else None,
+                  certifier=certifier if certified and cap else None, verify=verify)
 
     mon.on_round = on_round
     rounds = _gram_rounds if cfg.mode == "gram" else _paper_rounds
@@ -305,6 +333,7 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
     return _output(mon, D_fin, status, local, bytes_per_round=bytes_per_round,
                    setup_bytes=setup_bytes, bytes_sent=bytes_sent, mode=cfg.mode,
                    probe_gap=probe_gap() if probe else float("nan"),
+                   c_remainder=state["c_remainder"],
                    certified_at=mon.certified_at if mon.certified_at is not None else -1,
                    best_iteration=mon.best_iteration)
 
