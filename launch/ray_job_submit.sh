@@ -1,9 +1,49 @@
 #!/usr/bin/env bash
-# Submit a distributed solve to a running Ray cluster. The job's driver connects to the cluster
-# (RAY_ADDRESS is set by Ray inside jobs), starts one actor per shard (num_gpus=1 each when the
-# cluster has >= M GPUs) and the actors form a torch.distributed group (NCCL on GPUs, gloo on CPUs).
-#   RAY_ADDRESS=http://<head>:8265 bash launch/ray_job_submit.sh [CONFIG]
+# Submit a distributed solve or a training run to a running Ray cluster, wait for it, and fetch its
+# results to runs/ray_jobs/<submission id>.
+#
+#   RAY_ADDRESS=http://127.0.0.1:8265 bash launch/ray_job_submit.sh solve [CONFIG] [section.key=value ...]
+#   RAY_ADDRESS=http://127.0.0.1:8265 bash launch/ray_job_submit.sh train [CONFIG] [section.key=value ...]
+# (CONFIG: a shipped name such as distributed / unconstrained, or a YAML path inside this checkout;
+#  SUBMISSION_ID and DEST override the job's id and the local results folder.)
+#
+# RAY_ADDRESS is the job API (the head's dashboard, port 8265; `ray dashboard CLUSTER.yaml` forwards
+# it). The job's driver runs on the head with the working directory uploaded (this checkout, so the
+# job runs this code) and RAY_ADDRESS set by Ray, so `--backend ray` / `parallel.backend=ray` join
+# the cluster: one actor per shard or rank, on the workers' CPUs/GPUs. Results are written in the
+# job's working directory on the head and come back through the job's log, packed between two
+# marker lines (nothing to mount, no SSH); the log shown here leaves the packed block out.
+# Needs `ray[default]` on this machine (pip install 'eagle-dist[ray]') and on the cluster.
 set -euo pipefail
-CONFIG=${1:-configs/distributed.yaml}
-exec ray job submit --working-dir . -- \
-  eagle-dist run --config "$CONFIG" --out /tmp/eagle_dist_run
+KIND=${1:-solve}
+shift || true
+case "$KIND" in
+  solve) CONFIG=${1:-distributed}; shift || true
+         RUN="eagle-dist run --config $CONFIG --out out solve.backend=ray $*" ;;
+  train) CONFIG=${1:-distributed}; shift || true
+         RUN="eagle-dist train --config $CONFIG --out out parallel.backend=ray $*" ;;
+  *) echo "usage: $0 solve|train [CONFIG] [overrides...]" >&2; exit 2 ;;
+esac
+: "${RAY_ADDRESS:?set RAY_ADDRESS to the job API of the cluster, e.g. http://127.0.0.1:8265}"
+ID=${SUBMISSION_ID:-eagle_dist_${KIND}_$(date +%Y%m%d_%H%M%S)_$$}
+DEST=${DEST:-runs/ray_jobs/$ID}
+BEGIN=EAGLE_DIST_RESULTS_BEGIN
+END=EAGLE_DIST_RESULTS_END
+# the entrypoint: run, then pack out/ into the log (base64 of a gzipped tar) whatever the exit code
+ENTRY="$RUN; rc=\$?; echo $BEGIN; tar -czf - out 2>/dev/null | base64; echo $END; exit \$rc"
+ray job submit --submission-id "$ID" --no-wait --working-dir . \
+  --runtime-env-json '{"excludes": ["runs", "stores", ".git", "*.pt"]}' -- bash -c "$ENTRY"
+# wait for the job to end; its log then holds the results
+while true; do
+  STATUS=$(ray job status "$ID" 2>/dev/null | grep -oE 'SUCCEEDED|FAILED|STOPPED' | tail -1 || true)
+  [[ -n "$STATUS" ]] && break
+  sleep 2
+done
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+ray job logs "$ID" > "$LOG"
+sed "/^$BEGIN\$/,/^$END\$/d" "$LOG"
+mkdir -p "$DEST"
+sed -n "/^$BEGIN\$/,/^$END\$/p" "$LOG" | sed '1d;$d' | base64 -d | tar -xzf - -C "$DEST"
+echo "job $ID: $STATUS; results in $DEST/out"
+[[ "$STATUS" == "SUCCEEDED" ]]

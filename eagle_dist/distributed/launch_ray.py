@@ -360,7 +360,9 @@ class RayLauncher(Launcher):
                 try:
                     self.last[r] = RankState("done", ray.get(ref))
                 except Exception as exc:  # RayActorError (death) or RayTaskError (raised)
-                    self.last[r] = RankState("failed", f"{type(exc).__name__}: {_last_line(exc)}")
+                    pid, node, ip = self.where[r]
+                    self.last[r] = RankState("failed", f"{type(exc).__name__}: {_last_line(exc)} "
+                                                       f"(actor pid {pid} on node {ip} {node[:12]})")
                 continue
             st = self.last.get(r, RankState("waiting"))
             if r in self.probes:

@@ -238,7 +238,10 @@ def assemble(plan: Plan, results: List[RankResult], *, backend: str, wall: float
                 bytes_sent_per_worker=out.bytes_sent, probe_gap=out.probe_gap,
                 c_remainder=out.c_remainder, certified_at=out.certified_at,
                 best_iteration=out.best_iteration, device=r0.device, rendezvous=r0.rendezvous,
-                nodes=len({r.node_rank for r in results}), scale_exponent=plan.scale.exponent)
+                scale_exponent=plan.scale.exponent)
+    placement = r0.placement or [dict(rank=r.rank, local_rank=r.local_rank, node_rank=r.node_rank,
+                                      host=r.host, device=r.device) for r in results]
+    info.update(placement=placement, nodes=len({p["node_rank"] for p in placement}))
     if range_note:
         info["note"] = range_note
     if cfg.method == "cg":

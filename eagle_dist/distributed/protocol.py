@@ -140,6 +140,7 @@ class RankResult:
     local_rank: int = 0
     node_rank: int = 0
     host: str = ""
+    placement: Optional[list] = None   # every rank's {rank, local_rank, node_rank, host, device}
 
 
 __all__ = ["LocalKernel", "CertifiedKernel", "FunctionKernel", "as_local_kernel", "is_certified",

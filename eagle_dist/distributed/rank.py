@@ -153,11 +153,16 @@ def worker_main(task: RankTask, on_round: Optional[Callable[[int], None]] = None
                          as_tensor(task.C, tdt, dev, copy=True), D0, comm, task.cfg, ref,
                          task.denominator, is_main=(rank == 0), on_round=on_round)
         local_rank, _, node_rank = local_layout()
+        me = dict(rank=rank, local_rank=local_rank, node_rank=node_rank,
+                  host=socket.gethostname(), device=str(dev))
+        placement = [None] * world                  # where every rank ran (one small gather)
+        dist.all_gather_object(placement, me)
         return RankResult(rounds=out, rank=rank, backend=backend, device=str(dev),
                           rendezvous=rendezvous(),
                           shard_bytes=(A_t.numel() + B_t.numel()) * A_t.element_size(),
                           peak_rss_bytes=peak_rss_bytes(), loaded_by_worker=loaded,
-                          local_rank=local_rank, node_rank=node_rank, host=socket.gethostname())
+                          local_rank=local_rank, node_rank=node_rank, host=me["host"],
+                          placement=placement)
     finally:
         dist.destroy_process_group()
 

@@ -93,10 +93,13 @@ def solve_main(argv: List[str]) -> int:
         res.to_json(os.path.join(cfg.output.dir, "result.json"))
         res.history_to_csv(os.path.join(cfg.output.dir, "history.csv"))
         save_config(cfg, os.path.join(cfg.output.dir, "config.yaml"))
+        where = ["| rank | local rank | node rank | host | device |", "|---|---|---|---|---|"]
+        where += [f"| {p['rank']} | {p['local_rank']} | {p['node_rank']} | {p['host']} | "
+                  f"{p['device']} |" for p in res.info["placement"]]
         with open(os.path.join(cfg.output.dir, "summary.md"), "w") as f:
-            f.write(f"# torchrun solve\n\n`{' '.join(sys.argv)}` (WORLD_SIZE={world}, "
-                    f"{os.environ.get('NNODES', os.environ.get('GROUP_WORLD_SIZE', '1'))} "
-                    f"node(s))\n\n{problem!r}\n\n{results_table([res])}\n")
+            f.write(f"# torchrun solve\n\n`{' '.join(sys.argv)}` (WORLD_SIZE={world} on "
+                    f"{res.info['nodes']} node(s))\n\n{problem!r}\n\n{results_table([res])}\n\n"
+                    "Where the ranks ran:\n\n" + "\n".join(where) + "\n")
         log.info("wrote %s", cfg.output.dir)
     return 0 if res.converged else 3
 
