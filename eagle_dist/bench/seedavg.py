@@ -224,7 +224,7 @@ def seedavg(root: str = DEFAULT_ROOT, out: Optional[str] = None,
             for name, M, S in (("W_QK", QK, sq), ("W_VP", VP, sv)):
                 for i, j in np.ndindex(M.shape):
                     cells.append(dict(group=group, layer=l + 1, matrix=name, row=i, col=j,
-                                      mean=M[i, j], std=S[i, j]))
+                                      mean=float(f"{M[i, j]:.6g}"), std=float(f"{S[i, j]:.4g}")))
         files.append(_heatmap(out, group, g))
         log.info("seedavg %s: seeds %s", group, g["seeds"])
     files.append(report.write_csv(cells, os.path.join(out, "seedavg.csv")))

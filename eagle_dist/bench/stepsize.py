@@ -204,6 +204,15 @@ def _plot(out, summary, cfg) -> str:
         panels.append(dict(title=title, xlabel=xlabel, ylabel=f"best rel. error in "
                            f"{cfg['iterations']} iterations", logy=True, series=series,
                            hlines=[(1e-10, "1e-10")]))
+    for panel, xlabel in (("joint", "factor f"), ("ratio", "ratio q")):
+        ss = [s for s in summary if s["panel"] == panel]
+        panels.append(dict(title=f"{panel}: iterations to 1e-10 (median of the runs that reach it)",
+                           xlabel=xlabel, ylabel="iterations", series=[dict(
+                               x=[s["x"] for s in ss],
+                               y=[s["iterations_to_1e_10_median"] for s in ss],
+                               label="iterations to 1e-10", marker="s", color="#2ca02c",
+                               annotate=[f"{s['reached_1e_10']}/{s['runs']}"
+                                         if s["reached_1e_10"] < s["runs"] else "" for s in ss])]))
     return report.plot_panels(os.path.join(out, "stepsize.png"), panels, ncols=2,
                               panel_size=(5.4, 4.0),
                               title=f"EAGLE step-size sensitivity, n = d = {cfg['n']}, "
