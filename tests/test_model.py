@@ -312,18 +312,23 @@ def test_extraction_recovers_a_planted_eagle_exactly(regime, tmp_path):
     shared = regime == "distributed_shared"
     regime = "distributed" if shared else regime
     c = cfg_of(f"model.regime={regime}", f"model.shared_heads={str(shared).lower()}")
-    scale = [7.5, 5.0, 3.0, 2.0]
+    # compute-limited: ‖A S‖ < ‖A‖, so the sketched iteration takes the larger steps of
+    # smaller scales (with 7.5, 5, 3, 2 it is a GD-level solver, median 1.8e-2)
+    scale = [5.0, 4.0, 3.0, 2.0] if regime == "compute_limited" else [7.5, 5.0, 3.0, 2.0]
+    # distributed: the heads' C steps add up to a13/M each, so γ = 1.9·M gives the whole C step
+    # the paper's 1.9 (with 1.9 the planted iteration is a GD-level solver and not EAGLE)
+    g = 1.9 * (c.model.machines if regime == "distributed" else 1)
     a12 = [-1.0 / s ** 2 for s in scale]
-    a13 = [-1.9 / s ** 2 for s in scale]
+    a13 = [-g / s ** 2 for s in scale]
     m = planted_model(c, a12, a13)
-    ex = extract("<planted>", prompts=30, model=m, cfg=c)
+    ex = extract("<planted>", prompts=100, model=m, cfg=c, sweep=regime == "unconstrained")
     assert ex.has_structure, ex.reasons
     M = c.model.machines if regime == "distributed" else 1
     for s, x12, x13 in zip(ex.structures, a12, a13):
         for a1, a2, a3 in zip(s.alpha1, s.alpha2, s.alpha3):
             assert abs(a1 * a2 - x12) < 1e-12 and abs(a1 * a3 * M - x13) < 1e-12
     assert max(ex.table1) <= 1e-10 and abs(ex.replay_mse - ex.mse["transformer"]) < 1e-12
-    assert abs(ex.ratio - 1.9) < 1e-6
+    assert abs(ex.ratio - g) < 1e-6
     if regime != "compute_limited":   # the least-squares scalars are the planted ones too
         assert len(ex.table1_lsq) == len(ex.table1) and max(ex.table1_lsq) <= 1e-10
     if regime == "compute_limited":
@@ -334,7 +339,8 @@ def test_extraction_recovers_a_planted_eagle_exactly(regime, tmp_path):
                    for s in ex.structures)
     path = write_report(ex, m, str(tmp_path))
     text = open(path).read()
-    assert "EAGLE structure found" in text and os.path.exists(tmp_path / "weights_layer1.png")
+    assert ex.verdict.eagle, ex.verdict.text
+    assert "**Verdict: EAGLE.**" in text and os.path.exists(tmp_path / "weights_layer1.png")
     if regime == "compute_limited":                   # the sketch-spectrum test and plot
         assert "Sketch spectrum" in text and os.path.exists(tmp_path / "sketch_spectrum.png")
 
@@ -344,7 +350,7 @@ def test_extraction_says_no_structure_on_random_weights(regime, tmp_path):
     c = cfg_of(f"model.regime={regime}", "model.init_std=0.1")
     m = LinearTransformer(c.model, seed=4)
     ex = extract("<random>", prompts=30, model=m, cfg=c)
-    assert not ex.has_structure and ex.reasons
+    assert not ex.has_structure and ex.reasons and not ex.verdict.eagle
     text = open(write_report(ex, m.double(), str(tmp_path))).read()
     assert "no EAGLE structure" in text
 
@@ -422,14 +428,6 @@ def test_committed_checkpoints_load():
         assert os.path.getsize(p) <= 1_000_000 and payload["step"] == cfg.optim.steps
         X = step_batch(0, cfg.model, cfg.data, seed=0, size=8).X
         assert torch.isfinite(model(X)).all(), p
-
-
-def test_verdict_does_not_apply_the_noiseless_calibration_to_noisy_models():
-    from eagle_dist.model.train import verdict
-    assert "gradient descent" in verdict(0.023, 0.105, 0.018)
-    v = verdict(0.023, 0.105, 0.018, noise_var=0.01)
-    assert "noisy prompts" in v and "gradient descent" not in v and "4.6x" in v
-    assert "unstable" in verdict(5.0, 0.105, 0.018, noise_var=0.01)
 
 
 def test_tied_layers_share_one_set_of_weights(tmp_path):
@@ -528,7 +526,7 @@ def test_extraction_merges_heads_that_share_the_update(tmp_path):
             for h, head in enumerate(l8.heads):
                 head.wq.copy_(src.wq), head.wk.copy_(src.wk), head.wv.copy_(src.wv)
                 head.wp.copy_(src.wp * share[h])
-    ex = extract("<planted 8 heads>", prompts=30, model=m, cfg=c8)
+    ex = extract("<planted 8 heads>", prompts=30, model=m, cfg=c8, sweep=False)
     assert ex.merged_heads and ex.has_structure, ex.reasons
     assert ex.sparsify_mse["pruned"] > 1.5 * ex.mse["transformer"]
     for s, x12, x13 in zip(ex.structures, a12, a13):

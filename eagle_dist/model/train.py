@@ -453,7 +453,7 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
         if end == o.steps:
             save_checkpoint(os.path.join(run_dir, "final.pt"), model, None, end, cfg,
                             dict(spikes=spikes, skipped=skipped))
-        write_run_report(res, cfg)
+        write_run_report(res, cfg, model)
     return res
 
 
@@ -501,8 +501,8 @@ def _checkpoint(model, opt, step, cfg, run_dir, mode, rank, world, extra) -> Non
 # report
 
 
-def write_run_report(res: TrainResult, cfg: TrainConfig) -> None:
-    """summary.md and loss.png of a run directory."""
+def write_run_report(res: TrainResult, cfg: TrainConfig, model: LinearTransformer) -> None:
+    """summary.md (with :func:`verdict`) and loss.png of a run directory."""
     d = res.run_dir
     t = res.test or {}
     zero = t.get("zero", float("nan"))
@@ -525,7 +525,8 @@ def write_run_report(res: TrainResult, cfg: TrainConfig) -> None:
                if "guarded_mse" in t else []),
              f"- loss spikes (> {SPIKE_FACTOR:g}x running median): {res.spikes}; skipped "
              f"non-finite steps: {res.skipped}; clipped steps: {100 * res.clipped_fraction:.1f}%",
-             "", verdict(mse, zero, t.get("median", float("nan")), cfg.data.noise_var), ""]
+             "", verdict(model, cfg, t).text if "median" in t else "**Verdict: not evaluated.**",
+             ""]
     with open(os.path.join(d, "summary.md"), "w") as f:
         f.write("\n".join(lines))
     try:
@@ -546,38 +547,35 @@ def write_run_report(res: TrainResult, cfg: TrainConfig) -> None:
         log.warning("matplotlib not installed: no loss.png")
 
 
-#: calibration (4-layer reference iterations on 1,024 prompts, numpy): a 4-layer EAGLE iteration reaches ≈ 6.4e-3 (14.5x), a GD-like
-#: rule only 0.017-0.026 (3.6-5.4x)
-EAGLE_LIKE_MSE = 6.4e-3
-GD_LIKE_MSE = 0.017
+#: structure tests of the training summary's verdict on this many test prompts (at most)
+VERDICT_PROMPTS = 1000
 
 
-def verdict(mse: float, zero: float, median: float = float("nan"), noise_var: float = 0.0) -> str:
-    if not math.isfinite(mse):
-        return "**Verdict: the model's test MSE is not finite: the run blew up.**"
-    red = zero / mse if mse > 0 else float("inf")
-    if noise_var > 0 and not mse > zero:
-        # the calibration levels are for noiseless prompts; the hidden block itself carries
-        # noise of variance noise_var, which no predictor can remove
-        return (f"Verdict: {red:.1f}x below the zero predictor on noisy prompts (variance "
-                f"{noise_var:g} on all of X, D included: no predictor gets below ≈ {noise_var:g}). "
-                "The noiseless calibration levels (EAGLE ≈ 6.4e-3, GD-like ≈ 0.02) do not apply; "
-                "the extraction report compares the model with EAGLE and GD-like rules on the "
-                "same noisy prompts.")
-    if mse > zero and math.isfinite(median) and median < 0.5 * zero:
-        return (f"**Verdict: unstable.** The median test MSE is {median:.3g} ({zero / median:.1f}x "
-                f"below the zero predictor) but the mean is {mse:.3g}: on a few test prompts the "
-                "learned iteration blows up (its per-layer constants are fixed, so a prompt whose "
-                "‖A‖₂ exceeds the scale seen in training gets an unstable step; the "
-                "norm-guarded prediction keeps such prompts in the trained range).")
-    if mse <= EAGLE_LIKE_MSE * 1.5:
-        return (f"Verdict: {red:.1f}x below the zero predictor, at or below the EAGLE calibration "
-                f"(~{EAGLE_LIKE_MSE:g}): consistent with an EAGLE-like (second-order) rule.")
-    if mse >= GD_LIKE_MSE * 0.8:
-        return (f"Verdict: {red:.1f}x below the zero predictor, at the level of a GD-like rule "
-                f"(0.017-0.026): this model has learned gradient descent at best, not EAGLE.")
-    return (f"Verdict: {red:.1f}x below the zero predictor, between the GD-like (~0.02) and the "
-            f"EAGLE (~{EAGLE_LIKE_MSE:g}) calibration levels.")
+def verdict(model: LinearTransformer, cfg: TrainConfig, test: Dict[str, Any]):
+    """The one verdict on a trained model (:mod:`eagle_dist.model.verdict`, the rule
+    ``eagle-dist extract`` uses): the extraction's structure tests (on the first
+    ``min(VERDICT_PROMPTS, eval.test_size)`` prompts of the extraction's test set) and the error
+    level of this run's test evaluation ``test`` (median per-prompt MSE) against the reference
+    rules on the same ``eval.test_size`` test prompts. Returns a
+    :class:`~eagle_dist.model.verdict.Verdict`."""
+    import copy
+    from .extract import extract
+    from .verdict import reference_errors, verdict_for
+    reasons: Optional[List[str]] = None
+    if math.isfinite(test["median"]):
+        try:
+            cpu = copy.deepcopy(model).to("cpu", torch.float64)
+            reasons = extract("<training run>", model=cpu, cfg=cfg, sweep=False,
+                              prompts=max(10, min(VERDICT_PROMPTS, cfg.eval.test_size))).reasons
+        except (RuntimeError, ValueError) as exc:        # e.g. non-finite weights: say so
+            reasons = [f"the extraction failed ({type(exc).__name__}: {str(exc)[:200]})"]
+    dtype = torch.float64 if cfg.run.dtype == "float64" else torch.float32    # as evaluated
+    batch = fixed_test_set(cfg.model, cfg.data, cfg.eval.test_size, cfg.eval.test_seed,
+                           dtype=dtype)
+    refs = reference_errors(batch.X, batch.target, cfg.model)
+    return verdict_for(cfg.model, refs, median=test["median"], mean=test["mse"],
+                       zero=test["zero"], structure_reasons=reasons,
+                       noise_var=cfg.data.noise_var, guarded_mean=test.get("guarded_mse"))
 
 
 # ---------------------------------------------------------------------------------------------
