@@ -27,40 +27,56 @@ import numpy as np
 import torch
 
 from .config import TrainConfig, train_config_from_dict
+from .safeguard import Safeguard, eagle_fallback, flag, spectral_norm
 from .transformer import LinearTransformer, block_width
 
 
 class LearnedKernel:
-    """Picklable (state dict + config); ``bind(rank)`` gives worker μ its own instance."""
+    """Picklable (state dict + config); ``bind(rank)`` gives worker μ its own instance.
+
+    ``safeguard``: a :class:`~eagle_dist.model.safeguard.Safeguard` makes every round check, with
+    what worker μ holds, that its learned step contracts like an EAGLE step —
+    ``‖A^μ_{ℓ+1}‖₂ ≤ (1+g)‖A^μ_ℓ‖₂`` (not in the last round: nothing reads A_L) and
+    ``‖C'_μ‖_F ≤ (1+g)‖C‖_F`` for its own message C'_μ — and otherwise take the local EAGLE step
+    with the theory constants (η = 1/3, γ = 1, ρ_μ = 1/‖A^μ‖₂²; the paper's distributed mode).
+    If every message satisfies the C check, so does their mean (the triangle inequality): the
+    all-reduced C never grows. ``fallbacks`` counts this worker's fallback rounds."""
 
     scale_invariant = False      # the model was trained on the data's own scale: no rescaling
     fixed_shape = True           # no probe column: the blocks must have the trained shapes
     eta = None
 
-    def __init__(self, state: Dict[str, torch.Tensor], config: dict, rank: Optional[int] = None):
+    def __init__(self, state: Dict[str, torch.Tensor], config: dict, rank: Optional[int] = None,
+                 safeguard: Optional[Safeguard] = None):
+        if safeguard is not None and not isinstance(safeguard, Safeguard):
+            raise TypeError(f"safeguard={safeguard!r}: pass an eagle_dist.model.safeguard."
+                            "Safeguard or None")
         self.state = {k: v.detach().cpu() for k, v in state.items()}
         self.config = config
         self.rank = rank
+        self.safeguard = safeguard
         self.layer = 0
+        self.fallbacks: List[int] = []           # rounds (0-based) where this worker fell back
         self._model: Optional[LinearTransformer] = None
         self._cfg: Optional[TrainConfig] = None
 
     @classmethod
-    def from_checkpoint(cls, path: str) -> "LearnedKernel":
+    def from_checkpoint(cls, path: str, safeguard: Optional[Safeguard] = None) -> "LearnedKernel":
         from .train import load_checkpoint
         model, cfg, _ = load_checkpoint(path)
-        return cls.from_model(model, cfg)
+        return cls.from_model(model, cfg, safeguard)
 
     @classmethod
-    def from_model(cls, model: LinearTransformer, cfg: TrainConfig) -> "LearnedKernel":
+    def from_model(cls, model: LinearTransformer, cfg: TrainConfig,
+                   safeguard: Optional[Safeguard] = None) -> "LearnedKernel":
         if cfg.model.regime != "distributed":
             raise ValueError(f"a {cfg.model.regime}-regime model has no per-machine structure; "
                              "the learned kernel needs a model trained with model.regime="
                              "distributed")
-        return cls(model.state_dict(), cfg.to_dict())
+        return cls(model.state_dict(), cfg.to_dict(), safeguard=safeguard)
 
     def bind(self, rank: int) -> "LearnedKernel":
-        k = LearnedKernel(self.state, self.config, rank)
+        k = LearnedKernel(self.state, self.config, rank, self.safeguard)
         return k
 
     @property
@@ -85,7 +101,7 @@ class LearnedKernel:
         if self.rank is None:
             raise RuntimeError("LearnedKernel must be bound to a worker (bind(rank)) before use")
         c = self.cfg.model
-        M, w, dl = c.machines, block_width(c), c.d // c.machines
+        M, dl = c.machines, c.d // c.machines
         if A.shape != (c.n, dl) or B.shape != (c.n_query, dl) or C.shape != (c.n, c.d_query):
             raise ValueError(f"the learned kernel was trained on blocks A^μ {c.n}x{dl}, B^μ "
                              f"{c.n_query}x{dl}, C {c.n}x{c.d_query} (d = {c.d} over {M} machines);"
@@ -95,17 +111,92 @@ class LearnedKernel:
                                "rounds (max_iter = layers)")
         model = self._get_model(A.dtype, A.device)
         head = model.layers[self.layer].heads[self.rank]
-        self.layer += 1
+        last = self.layer == c.layers - 1
+        blocks = tuple(t.unsqueeze(0) for t in (A, B, C, D))     # a batch of one prompt
         with torch.no_grad():
-            Z = torch.cat([torch.cat([A, C], 1), torch.cat([B, -D], 1)], 0).unsqueeze(0)
-            out = (head.attend(Z, c.n, local=True) @ head.wp.T)[0]            # (n+n', M·w)
-            own = out[:, self.rank * w:(self.rank + 1) * w]
-            cd = torch.stack([out[:, nu * w + dl:(nu + 1) * w] for nu in range(M)]).mean(0)
-            A2 = A + own[:c.n, :dl]
-            B2 = B + own[c.n:, :dl]
-            C2 = C + M * cd[:c.n]
-            D2 = D - M * cd[c.n:]
-        return A2, B2, C2, D2
+            out, bad = local_step(head, self.rank, c, *blocks, safeguard=self.safeguard,
+                                  last=last)
+        if bool(bad[0]):
+            self.fallbacks.append(self.layer)
+        self.layer += 1
+        return tuple(t[0] for t in out)
+
+
+def learned_local_step(head, mu: int, mc, A, B, C, D):
+    """Worker μ's learned step on a batch: A (k, n, d/M), B (k, n', d/M), C (k, n, d'), D (k, n',
+    d') in EAGLE's sign. Runs head μ on ``Z^μ = [[A^μ, C], [B^μ, −D]]`` (machine μ's computation
+    inside the transformer), keeps what the head writes into its own A/B columns and returns the
+    message ``C + M·Δ_μ``, ``D − M·Δ_μ^D`` (Δ_μ: what head μ writes into the C/D columns, averaged
+    over the M copies; the mean over workers is then ``C + Σ_μ Δ_μ``)."""
+    M, w, dl = mc.machines, block_width(mc), mc.d // mc.machines
+    n = mc.n
+    Z = torch.cat([torch.cat([A, C], 2), torch.cat([B, -D], 2)], 1)          # (k, n+n', w)
+    out = head.attend(Z, n, local=True) @ head.wp.T                           # (k, n+n', M·w)
+    own = out[..., mu * w:(mu + 1) * w]
+    cd = torch.stack([out[..., nu * w + dl:(nu + 1) * w] for nu in range(M)]).mean(0)
+    return A + own[:, :n, :dl], B + own[:, n:, :dl], C + M * cd[:, :n], D - M * cd[:, n:]
+
+
+@torch.no_grad()
+def local_step(head, mu: int, mc, A, B, C, D, *, safeguard: Optional[Safeguard] = None,
+               last: bool = False):
+    """:func:`learned_local_step`, safeguarded when ``safeguard`` is given (see
+    :class:`LearnedKernel`): returns ``((A', B', C', D'), fallback (k,) bool)``. Uses only worker
+    μ's own blocks (its shard and the replicated C, D)."""
+    out = learned_local_step(head, mu, mc, A, B, C, D)
+    bad = torch.zeros(A.shape[0], dtype=torch.bool)
+    if safeguard is None:
+        return out, bad
+    sig, sig2 = spectral_norm(A), spectral_norm(out[0])
+    cn = torch.linalg.vector_norm(C.double(), dim=(1, 2))
+    cn2 = torch.linalg.vector_norm(out[2].double(), dim=(1, 2))
+    bad = flag(sig, sig2, cn, cn2, safeguard, check_a=not last)
+    if bool(bad.any()):
+        idx = bad.nonzero().flatten()
+        fb = eagle_fallback(A[idx], B[idx], C[idx], D[idx])
+        out = tuple(t.clone() for t in out)
+        for t, f in zip(out, fb):
+            t[idx] = f.to(t.dtype)
+    return out, bad
+
+
+@torch.no_grad()
+def kernel_rounds(model: LinearTransformer, X: torch.Tensor,
+                  safeguard: Optional[Safeguard] = None):
+    """The distributed learned kernel on a batch of prompts, in one process: for every round the
+    M workers' :func:`local_step` on their contiguous column shards, then the mean of their
+    messages — what :func:`eagle_dist.solve_distributed` with :class:`LearnedKernel` computes
+    prompt by prompt (a test checks it). X: (k, n+n', d+d') full matrices (D is not read).
+    Returns ``(A_L, B_L, C_L, D_L, fallback)``: the final state (A_L, B_L the shards side by
+    side; D_L in EAGLE's sign, the prediction) and ``fallback`` (k, L, M) bool."""
+    c = model.cfg
+    if c.regime != "distributed":
+        raise ValueError("the learned kernel needs a model.regime=distributed model")
+    M, dl, n, d = c.machines, c.d // c.machines, c.n, c.d
+    A = [X[:, :n, mu * dl:(mu + 1) * dl] for mu in range(M)]
+    B = [X[:, n:, mu * dl:(mu + 1) * dl] for mu in range(M)]
+    C = X[:, :n, d:]
+    D = torch.zeros_like(X[:, n:, d:])
+    L = len(model.layers)
+    fallback = torch.zeros(X.shape[0], L, M, dtype=torch.bool)
+    for l, layer in enumerate(model.layers):
+        Cs, Ds = [], []
+        for mu in range(M):
+            (A[mu], B[mu], Cm, Dm), bad = local_step(
+                layer.heads[mu], mu, c, A[mu], B[mu], C, D, safeguard=safeguard,
+                last=l == L - 1)
+            fallback[:, l, mu] = bad
+            Cs.append(Cm)
+            Ds.append(Dm)
+        C, D = torch.stack(Cs).mean(0), torch.stack(Ds).mean(0)        # the all-reduce
+    return torch.cat(A, 2), torch.cat(B, 2), C, D, fallback
+
+
+def kernel_forward(model: LinearTransformer, X: torch.Tensor,
+                   safeguard: Optional[Safeguard] = None):
+    """:func:`kernel_rounds`' prediction and fallbacks: ``(D_L (k, n', d'), fallback (k, L, M))``."""
+    *_, D, fallback = kernel_rounds(model, X, safeguard)
+    return D, fallback
 
 
 def kernel_check(checkpoint: str, prompts: int = 20, backend: str = "inprocess",
@@ -195,4 +286,6 @@ def kernel_report(kc: Dict[str, Any]) -> List[str]:
     return L
 
 
-__all__ = ["LearnedKernel", "kernel_check", "kernel_report"]
+__all__ = ["LearnedKernel", "kernel_check", "kernel_report", "kernel_forward", "kernel_rounds",
+           "local_step",
+           "learned_local_step"]

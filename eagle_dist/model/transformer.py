@@ -262,16 +262,24 @@ class LinearTransformer(nn.Module):
             Z = layer(Z, self.cfg.n, None if heads is None else heads[l])
         return self.readout(Z)
 
-    def guarded(self, X: torch.Tensor, max_norm: float) -> torch.Tensor:
+    def guarded(self, X: torch.Tensor, max_norm: float,
+                norms: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Norm-guarded prediction: a prompt whose ‖A‖₂ exceeds ``max_norm`` is scaled by
-        ``1/s`` (s = ‖A‖₂ / max_norm) before the model and its prediction by ``s`` after.
+        ``1/s`` (s = ‖A‖₂ / max_norm) before the model and its prediction by ``s`` after
+        (``norms``: the prompts' ‖A‖₂ when the caller has them already).
 
         Exact for the target: scaling all of X by 1/s scales D and B A⁺ C by 1/s. It keeps every
         prompt inside the ‖A‖ range the fixed per-layer constants were trained on — beyond it a
         learned cubic step σ(1 + α₁α₂σ²) can overshoot and blow up (EAGLE itself normalises by
-        ‖A‖₂ for this reason). Prompts below ``max_norm`` are untouched."""
+        ‖A‖₂ for this reason). Prompts below ``max_norm`` are untouched.
+
+        It does not remove every blow-up: on fresh prompts some fail *inside* the trained range
+        (an early layer contracts A too little and a later, larger step overshoots; see
+        ``benchmarks/results/train/evaluation.md``). :mod:`eagle_dist.model.safeguard` checks
+        every layer's step instead."""
         c = self.cfg
-        norms = torch.linalg.matrix_norm(X[:, :c.n, :c.d].double(), ord=2)
+        if norms is None:
+            norms = torch.linalg.matrix_norm(X[:, :c.n, :c.d].double(), ord=2)
         s = torch.clamp(norms / max_norm, min=1.0).to(X.dtype)[:, None, None]
         return self(X / s) * s
 
