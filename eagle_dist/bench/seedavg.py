@@ -1,4 +1,5 @@
-"""Seed-averaged, sign-aligned weights (paper Fig. 12): ``eagle-dist bench seedavg``.
+"""Seed-averaged, sign-aligned weights (paper Fig. 12) and the median training loss over seeds
+(Fig. 9): ``eagle-dist bench seedavg``.
 
 For every regime folder group ``<root>/<group>-seed<K>/final.pt`` (the published runs under
 ``benchmarks/results/train/``): the per-layer products ``W_QK = W_Q W_Kᵀ`` and
@@ -22,7 +23,8 @@ the same average of as many independent Haar ``S Sᵀ`` (d x r) — the paper's 
 sketch is close to the identity.
 
 Writes ``seedavg_<group>.png`` (rows: layers; columns: W_QK, W_VP), ``seedavg.csv`` (the averaged
-matrices, long format), ``seedavg_checks.csv`` and ``summary.md``. Read-only on the checkpoints.
+matrices, long format), ``seedavg_checks.csv``, ``seedavg_loss.png`` / ``.csv`` (median, min and
+max training loss over the group's seeds at the logged steps, paper Fig. 9) and ``summary.md``. Read-only on the checkpoints.
 """
 from __future__ import annotations
 
@@ -134,7 +136,7 @@ def average_group(ckpts: Sequence[Tuple[int, str]]) -> Dict[str, Any]:
     left out (listed in ``excluded``)."""
     from ..model.train import load_checkpoint
     base = None
-    seeds, per_seed, excluded = [], [], []
+    seeds, per_seed, excluded, paths = [], [], [], []
     for seed, path in ckpts:
         model, cfg, _ = load_checkpoint(path)
         model = model.double()
@@ -148,6 +150,7 @@ def average_group(ckpts: Sequence[Tuple[int, str]]) -> Dict[str, Any]:
             excluded.append((seed, "model/data/optimiser config differs from the first seed's"))
             continue
         seeds.append(seed)
+        paths.append(path)
         per_seed.append(full_products(model))
     if not seeds:
         return dict(seeds=[], excluded=excluded)
@@ -156,7 +159,28 @@ def average_group(ckpts: Sequence[Tuple[int, str]]) -> Dict[str, Any]:
             for l in range(L)]
     std = [(np.std([p[l][0] for p in per_seed], 0), np.std([p[l][1] for p in per_seed], 0))
            for l in range(L)]
-    return dict(seeds=seeds, excluded=excluded, mc=mc, per_seed=per_seed, mean=mean, std=std)
+    return dict(seeds=seeds, excluded=excluded, mc=mc, per_seed=per_seed, mean=mean, std=std,
+                paths=paths)
+
+
+def median_loss(paths: Sequence[str]) -> Optional[Dict[str, np.ndarray]]:
+    """Training loss of every seed at the regularly logged steps (every 50th) they share
+    (``metrics.csv`` next to each checkpoint: the loss of that step's batch): steps, median, min, max over seeds (paper
+    Fig. 9 plots the median over runs)."""
+    curves = []
+    for p in paths:
+        f = os.path.join(os.path.dirname(p), "metrics.csv")
+        if not os.path.isfile(f):
+            return None
+        rows = report.read_csv(f)
+        curves.append({int(r["step"]): float(r["loss"]) for r in rows if r.get("loss")})
+    # the regular grid only: runs also log extra rows at their own spike steps, and steps that
+    # every seed logged for that reason would select spikes
+    steps = sorted(t for t in set.intersection(*(set(c) for c in curves)) if t % 50 == 0)
+    if not steps:
+        return None
+    L = np.array([[c[t] for t in steps] for c in curves])          # (seeds, steps)
+    return dict(step=np.array(steps), median=np.median(L, 0), min=L.min(0), max=L.max(0))
 
 
 def group_checks(group: str, g: Dict[str, Any]) -> List[Dict[str, Any]]:
@@ -211,8 +235,11 @@ def seedavg(root: str = DEFAULT_ROOT, out: Optional[str] = None,
     command = report.command_line("eagle-dist bench seedavg",
                                   dict(root=root, out=out, groups=groups))
     files, checks, cells, listing = [], [], [], []
+    losses: Dict[str, Dict[str, np.ndarray]] = {}
+    found_seeds: Dict[str, List[int]] = {}
     for group in groups:
         g = average_group(found[group])
+        found_seeds[group] = g["seeds"]
         listing.append(dict(group=group, seeds=",".join(str(s) for s in g["seeds"]) or "—",
                             excluded="; ".join(f"seed {s}: {why}" for s, why in g["excluded"])
                             or "—"))
@@ -226,13 +253,43 @@ def seedavg(root: str = DEFAULT_ROOT, out: Optional[str] = None,
                     cells.append(dict(group=group, layer=l + 1, matrix=name, row=i, col=j,
                                       mean=float(f"{M[i, j]:.6g}"), std=float(f"{S[i, j]:.4g}")))
         files.append(_heatmap(out, group, g))
+        lc = median_loss(g["paths"])
+        if lc is not None:
+            losses[group] = lc
         log.info("seedavg %s: seeds %s", group, g["seeds"])
     files.append(report.write_csv(cells, os.path.join(out, "seedavg.csv")))
     files.append(report.write_csv(checks, os.path.join(out, "seedavg_checks.csv")))
+    if losses:
+        files.append(report.write_csv(
+            [dict(group=gname, step=int(t), median=float(f"{m:.6g}"), min=float(f"{a:.6g}"),
+                  max=float(f"{b:.6g}"))
+             for gname, lc in losses.items()
+             for t, m, a, b in zip(lc["step"], lc["median"], lc["min"], lc["max"])],
+            os.path.join(out, "seedavg_loss.csv")))
+        files.append(report.plot_panels(
+            os.path.join(out, "seedavg_loss.png"),
+            [dict(title=f"{gname}: training loss, median of {len(found_seeds[gname])} seeds",
+                  xlabel="step", ylabel="batch loss (MSE)", logy=True, series=[
+                      dict(x=lc["step"], y=lc["median"], label="median over seeds",
+                           color="#1f77b4")])
+             for gname, lc in losses.items()], ncols=min(3, len(losses)),
+            title="Median training loss over seeds at the logged steps (every 50th batch), "
+                  "paper Fig. 9 (spikes of single seeds: seedavg_loss.csv, min/max)"))
     headline = {f"{r['group']}_layer{r['layer']}_qk_pattern_avg": r["qk_pattern_share_avg"]
                 for r in checks if r["layer"] == 1}
     sections = {"Seeds": report.markdown_table(listing, {"group": "group", "seeds averaged": "seeds",
                                                          "left out": "excluded"})}
+    if losses:
+        sections["Training loss over seeds (Fig. 9)"] = report.markdown_table(
+            [dict(group=gname, final=lc["median"][-1], last=float(np.median(lc["median"][-20:])),
+                  spikes=int(np.sum(lc["max"] > 10 * lc["median"])), logged=len(lc["step"]),
+                  worst=float(lc["max"].max()))
+             for gname, lc in losses.items()],
+            {"group": "group", "median loss, last logged step": "final",
+             "median of the median over the last 20 logged steps": "last",
+             "logged steps where some seed is > 10x the median": lambda r:
+                 f"{r['spikes']} of {r['logged']}",
+             "largest logged batch loss": "worst"})
     table = report.markdown_table(checks, {
         "group": "group", "layer": "layer", "seeds": "seeds",
         "QK energy on EAGLE's pattern: average / seeds": lambda r:
@@ -259,6 +316,8 @@ def seedavg(root: str = DEFAULT_ROOT, out: Optional[str] = None,
         "Compute-limited: share of the A block's energy on its diagonal, for the seed average, "
         "for the seeds, and for the average of as many independent Haar S Sᵀ (200 draws; equal "
         "weights): the paper's C.3 says the averaged sketch is close to the identity.",
+        "seedavg_loss.png (paper Fig. 9): each seed's `metrics.csv` loss (the batch loss at "
+        "every 50th step) at the steps all seeds logged; median, min and max over seeds.",
         "Deterministic (no timing); distributed groups of untied heads (`distributed`) and "
         "shared heads (`distributed_shared`) are averaged separately.",
     ]
