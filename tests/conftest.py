@@ -34,19 +34,16 @@ def ray_cluster():
     head and a second node (separate raylets, one CPU each), joined by this test process as a
     driver joins a cluster (``address``). A two-rank run then places one actor on each node, so
     each Ray test exercises what only multi-node runs do (RANK != LOCAL_RANK, NODE_RANK, a store
-    read by workers on different nodes). Nothing is written to /tmp/ray/ray_current_cluster, so
-    other processes' ``ray.init()`` never join it."""
+    read by workers on different nodes). /tmp/ray/ray_current_cluster is left as it was, so other
+    processes' ``ray.init()`` never join it (tests/_ray_cluster.py)."""
     ray = pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ray]')")
-    from ray.cluster_utils import Cluster
+    from _ray_cluster import two_node_cluster
 
     from eagle_dist.distributed import release_ray_actors, shutdown_ray
     shutdown_ray()                  # a local Ray started by an earlier test is not this cluster
     if ray.is_initialized():
         ray.shutdown()
-    cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
-                      head_node_args={"num_cpus": 1, "include_dashboard": False})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
+    cluster = two_node_cluster()
     ray.init(address=cluster.address, log_to_driver=False)
     yield cluster
     release_ray_actors()

@@ -101,6 +101,31 @@ def test_ray_address_follows_rays_own_rules(monkeypatch):
     assert resolve_address("127.0.0.1:1234") == "127.0.0.1:1234"
 
 
+def test_connecting_to_a_cluster_never_passes_num_cpus(monkeypatch):
+    """What `connect` hands to ray.init: the RAY_ADDRESS cluster without num_cpus (Ray refuses
+    num_cpus for an existing cluster), and num_cpus only for a Ray started here."""
+    ray = pytest.importorskip("ray", reason="Ray is an install extra ('eagle-dist[ray]')")
+    from eagle_dist.distributed import launch_ray
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    monkeypatch.setattr(launch_ray, "_connect_in_subprocess", lambda address, wait_s: None)
+    monkeypatch.setattr(launch_ray, "_RAY_STARTED_HERE", False)
+    monkeypatch.setattr(launch_ray, "_RAY_POOL", {})
+    with socket.socket() as head:                        # something listening at RAY_ADDRESS
+        head.bind(("127.0.0.1", 0))
+        head.listen(1)
+        address = f"127.0.0.1:{head.getsockname()[1]}"
+        monkeypatch.setenv("RAY_ADDRESS", address)
+        launch_ray.connect(None, 2, 10.0)
+    assert calls == [{"address": address, "log_to_driver": False}]
+    monkeypatch.delenv("RAY_ADDRESS")
+    launch_ray.connect(None, 2, 10.0)
+    assert calls[1]["address"] == "local" and calls[1]["num_cpus"] >= 2
+    assert launch_ray._RAY_STARTED_HERE
+
+
+@pytest.mark.slow           # a fresh CLI process importing torch and Ray (~20 s on a busy machine)
 def test_cli_with_ray_address_set_joins_the_cluster_instead_of_refusing():
     """The issue's reproduction, in a fresh process: `RAY_ADDRESS=127.0.0.1:PORT eagle-dist solve
     ... --backend ray`. Before: Ray's 'num_cpus and num_gpus must not be provided' (rc 2); now the
@@ -198,15 +223,10 @@ def test_torchrun_two_nodes_on_localhost(tmp_path):
 
 
 def _job_cluster():
-    """A two-node cluster whose head serves the job API (the dashboard), on free ports."""
-    from ray.cluster_utils import Cluster
+    """A two-node cluster whose head serves the job API (the dashboard), on a free port."""
+    from _ray_cluster import two_node_cluster
     dash = _free_port()
-    cluster = Cluster(initialize_head=True, shutdown_at_exit=True,
-                      head_node_args={"num_cpus": 1, "include_dashboard": True,
-                                      "dashboard_host": "127.0.0.1", "dashboard_port": dash})
-    cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
-    return cluster, f"http://127.0.0.1:{dash}"
+    return two_node_cluster(dashboard_port=dash), f"http://127.0.0.1:{dash}"
 
 
 @pytest.mark.slow           # a second cluster with the job API, two jobs (~3-5 min on 2 busy cores)
@@ -234,8 +254,9 @@ def test_ray_job_submit_of_a_solve_and_of_a_training_run(tmp_path):
                             "parallel.mode=data", "parallel.workers=2", "run.checkpoint_every=4"],
                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, (r.stdout[-3000:], r.stderr[-3000:])
-        got = sorted(p.name for p in (tmp_path / "train" / "out").iterdir())
-        assert any(n.endswith(".json") for n in got) and any(n.endswith(".md") for n in got), got
+        got = {p.name for p in (tmp_path / "train" / "out").iterdir()}
+        assert {"summary.md", "metrics.csv", "config.yaml", "final.pt"} <= got, sorted(got)
+        assert "steps" in (tmp_path / "train" / "out" / "summary.md").read_text()
     finally:
         cluster.shutdown()
 
@@ -243,14 +264,12 @@ def test_ray_job_submit_of_a_solve_and_of_a_training_run(tmp_path):
 NODE_DEATH = textwrap.dedent("""
     import json, sys, threading, time
     import ray
-    from ray.cluster_utils import Cluster
     from eagle_dist.control import SolverOptions
     from eagle_dist.distributed import FaultInjection, WorkerFailure, alpha_problem, launch_ray
     from eagle_dist.distributed.runtime import solve_distributed
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1,
-                                                            "include_dashboard": False})
-    worker = cluster.add_node(num_cpus=1)
-    cluster.wait_for_nodes()
+    from _ray_cluster import two_node_cluster
+    cluster = two_node_cluster()
+    worker = next(iter(cluster.worker_nodes))
     ray.init(address=cluster.address, log_to_driver=False)
     prob, shards = alpha_problem(20, 20, 2, alpha=1.0, seed=0)
     solve_distributed(prob, SolverOptions(max_iter=5, tol=1e-300), workers=2, backend="ray",
@@ -284,8 +303,10 @@ def test_a_node_that_dies_mid_run_fails_fast_and_is_named():
     """A worker node dies (its raylet and actor killed) while the ranks sit in round 5: the run
     ends in WorkerFailure naming the rank on that node, and the node, first; within the
     collective timeout + grace, not at the 1e6-round cap."""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(ROOT / "tests")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     r = subprocess.run([sys.executable, "-c", NODE_DEATH], capture_output=True, text=True,
-                       timeout=600)
+                       timeout=600, env=env)
     last = [ln for ln in r.stdout.splitlines() if ln.startswith("{")]
     assert last, (r.stdout[-2000:], r.stderr[-3000:])
     got = json.loads(last[-1])
