@@ -334,21 +334,29 @@ def _write_sweep(ex: "Extraction", out: str) -> None:
         for r in ex.sweep:
             w.writerow([r["factor"], r["kept"], r["sparsified"], r["quantised"],
                         ex.mse["transformer"]])
+    plot_sweep(ex.sweep, ex.mse["transformer"], f"{ex.regime}, {ex.prompts} prompts",
+               os.path.join(out, "sparsity_sweep.png"))
+
+
+def plot_sweep(rows, transformer_mse: float, title: str, path: str) -> None:
+    """The Fig. 10 plot: test MSE of the sparsified and sparsified + quantised model against the
+    threshold factor, the transformer's as a dotted line."""
     plt = _pyplot()
     if plt is None:
         return
-    f = [r["factor"] for r in ex.sweep]
+    f = [r["factor"] for r in rows]
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.semilogy(f, [r["sparsified"] for r in ex.sweep], "o-", ms=3, label="sparsified")
-    ax.semilogy(f, [r["quantised"] for r in ex.sweep], "s-", ms=3, label="sparsified + quantised")
-    ax.axhline(ex.mse["transformer"], color="k", ls=":", label="transformer")
+    ax.semilogy(f, [r["sparsified"] for r in rows], "o-", ms=3, label="sparsified")
+    ax.semilogy(f, [r["quantised"] for r in rows], "s-", ms=3, label="sparsified + quantised")
+    ax.axhline(transformer_mse, color="k", ls=":", label="transformer")
     ax.axvline(TAU_FACTOR, color="grey", lw=0.6)
-    ax.set(xlabel="threshold factor f (τ = f · mean|w|)", ylabel="test MSE",
-           title=f"{ex.regime}: sparsification / quantisation ({ex.prompts} prompts)")
+    ax.set_xlabel("threshold factor f (τ = f · mean|w|)")
+    ax.set_ylabel("test MSE")
+    ax.set_title(f"Fig. 10 sweep: {title}", fontsize=9)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "sparsity_sweep.png"), dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
-__all__ = ["write_report", "PAPER_TABLE1", "PAPER_TABLE1_ROWS"]
+__all__ = ["write_report", "plot_sweep", "PAPER_TABLE1", "PAPER_TABLE1_ROWS"]
