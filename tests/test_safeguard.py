@@ -123,15 +123,15 @@ def test_kernel_local_check_falls_back_to_the_local_eagle_step():
     A, B, C = X[:, :18, 6:12], X[:, 18:, 6:12], X[:, :18, 18:]
     D = torch.zeros(3, 2, 2, dtype=torch.float64)
     head = m.layers[0].heads[1]
-    (A2, B2, C2, D2), bad = local_step(head, 1, c.model, A, B, C, D, safeguard=Safeguard())
+    (A2, B2, C2, D2), bad, _ = local_step(head, 1, c.model, A, B, C, D, safeguard=Safeguard())
     assert bad.all()
     for i in range(3):
         for x, y in zip((A2, B2, C2, D2), eagle_theory(A[i], B[i], C[i], D[i])):
             assert torch.allclose(x[i], y, rtol=1e-12, atol=1e-12)
     # a contracting step is the learned one, unchanged
     m2 = planted_model(c, [-0.01] * 4, [-0.01] * 4).double()
-    out, bad = local_step(m2.layers[0].heads[1], 1, c.model, A, B, C, D, safeguard=Safeguard())
-    ref, _ = local_step(m2.layers[0].heads[1], 1, c.model, A, B, C, D)
+    out, bad, _ = local_step(m2.layers[0].heads[1], 1, c.model, A, B, C, D, safeguard=Safeguard())
+    ref, _, _ = local_step(m2.layers[0].heads[1], 1, c.model, A, B, C, D)
     assert not bad.any() and all(torch.equal(x, y) for x, y in zip(out, ref))
 
 
@@ -163,7 +163,7 @@ def test_safeguarded_kernel_in_the_runtime_matches_the_batched_kernel():
     for l, layer in enumerate(m.layers):
         msgs = []
         for mu in range(3):
-            (As[mu], Bs[mu], Cm, Dm), _ = local_step(layer.heads[mu], mu, c.model, As[mu],
+            (As[mu], Bs[mu], Cm, Dm), _, _ = local_step(layer.heads[mu], mu, c.model, As[mu],
                                                         Bs[mu], C, D, safeguard=sg, last=l == 3)
             msgs.append((Cm, Dm))
         C_new = torch.stack([x[0] for x in msgs]).mean(0)
@@ -193,7 +193,18 @@ def test_streamed_evaluation_counts_what_it_says(tmp_path):
     assert res["safeguarded"]["blowups"] == 0 and 0 < res["fallback_any"] < 1
     w = res["worst"]["raw"][0]
     assert w["raw"] == pytest.approx(float(e.max()), rel=1e-5) and len(w["sigma"]) == 3
+    raw_traced = [b for b in res["blowups"] if b["raw"] > 1]
+    assert len(raw_traced) == res["raw"]["blowups"]
+    assert all(b["mechanism"] != "no growth" and b["sigma"][0] == pytest.approx(b["normA"], rel=1e-5)
+               for b in raw_traced)
     json.dumps(res)
+
+
+def test_blow_up_mechanism_names_the_first_growing_step():
+    from eagle_dist.model.evaluate import mechanism
+    assert mechanism([5, 2, 6, 1, 9], [1, 1, 1, 1, 1]) == "A grows in layer 2"
+    assert mechanism([5, 2, 1, 0.5, 9], [1, 0.5, 0.4, 0.3, 30]) == "C grows in layer 4"
+    assert mechanism([5, 2, 1, 0.5, 0.5], [1, 0.5, 0.4, 0.3, 0.2]) == "no growth"
 
 
 def test_bench_evaluate_writes_its_table(tmp_path):

@@ -140,6 +140,25 @@ def _row(r: Dict[str, Any]) -> Dict[str, Any]:
         seconds=r["seconds"], seed=r["seed"], safeguard=json.dumps(r["safeguard"]))
 
 
+def _mech_row(r: Dict[str, Any]) -> Dict[str, Any]:
+    bl = r["blowups"]
+    raw = [b for b in bl if not b["raw"] <= 1.0]
+    gd = [b for b in bl if not b["guarded"] <= 1.0]
+    counts: Dict[str, int] = {}
+    for b in raw:
+        counts[b["mechanism"]] = counts.get(b["mechanism"], 0) + 1
+
+    def pr(rows):
+        if not rows:
+            return "—"
+        p = sorted(b["normA_percentile"] for b in rows)
+        return f"{p[0]:.1f} / {p[len(p) // 2]:.1f} / {p[-1]:.2f}"
+    return dict(model=r["name"], n_raw=len(raw), n_guarded=len(gd),
+                mech="; ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "—",
+                pct_raw=pr(raw), pct_guarded=pr(gd),
+                safe_max=g(max(b["safeguarded"] for b in bl)))
+
+
 def write_report(results: List[Dict[str, Any]], out: str, seed: int) -> None:
     rows = [_row(r) for r in results]
     write_csv(rows, os.path.join(out, "evaluation.csv"))
@@ -190,6 +209,18 @@ def write_report(results: List[Dict[str, Any]], out: str, seed: int) -> None:
          "", "Fallback rate per layer (centralized models):", "",
          markdown_table([r for r in rows if r["regime"] != "distributed"], {
              "model": "model", "layers 1 / 2 / 3 / 4": "fallback_per_layer"}),
+         "", "## Why they blow up", "",
+         "Every prompt with a raw or norm-guarded MSE above 1 (up to 200 per model), traced "
+         "along the transformer in float64: the mechanism is the first layer whose step grows "
+         "σ₁(A_ℓ) (an A step that overshoots: |1 + α₁α₂σ²| > 1), else the first whose step grows "
+         "‖C_ℓ‖_F (a C/D step too large for the A it meets). ‖A‖₂ percentiles are among all the "
+         "model's evaluated prompts.", "",
+         markdown_table([_mech_row(r) for r in results if r.get("blowups")], {
+             "model": "model", "raw blow-ups traced": "n_raw",
+             "mechanisms (raw)": "mech", "‖A‖₂ percentile, raw (min / median / max)": "pct_raw",
+             "guarded blow-ups traced": "n_guarded",
+             "‖A‖₂ percentile, guarded (min / median / max)": "pct_guarded",
+             "their safeguarded MSE (max)": "safe_max"}),
          "", "## The worst prompts, traced", "",
          "Per model the prompts with the largest raw MSE and the largest norm-guarded MSE; "
          "σ₁(A_ℓ) (exact) and ‖C_ℓ‖_F along the transformer, layers 0 … L.", ""]

@@ -42,6 +42,8 @@ log = logging.getLogger("eagle_dist.evaluate")
 EVAL_STREAM = 3
 DEFAULT_SEED = 2_000_003
 BLOW_UP = 1.0
+#: blow-up prompts traced layer by layer per model (they are rare; the cap bounds memory)
+MAX_TRACED = 200
 #: the safeguard used for centralized models (EAGLE's guarantee, no slack) and for the
 #: distributed learned kernel (local checks; its C check allows each worker's message up to 2‖C‖,
 #: so the all-reduced C at most doubles per round — the no-slack local check falls back on a third
@@ -90,6 +92,21 @@ def trace(model, X: torch.Tensor) -> List[Dict[str, List[float]]]:
     return out
 
 
+def mechanism(sigma: List[float], c_norm: List[float]) -> str:
+    """How a traced prompt fails: the first layer ℓ (1-based) whose step grows σ₁(A) — "A grows
+    in layer ℓ" (an overshooting A step; not counted after the last layer, which nothing reads)
+    — else the first whose step grows ‖C‖_F ("C grows in layer ℓ": a C/D step too large for the
+    A it meets), else "no growth"."""
+    L = len(sigma) - 1
+    for l in range(L - 1):
+        if not sigma[l + 1] <= sigma[l]:
+            return f"A grows in layer {l + 1}"
+    for l in range(L):
+        if not c_norm[l + 1] <= c_norm[l]:
+            return f"C grows in layer {l + 1}"
+    return "no growth"
+
+
 def evaluate_checkpoint(path: str, prompts: int = 100_000, chunk: int = 4096,
                         seed: int = DEFAULT_SEED, safeguard: Optional[Safeguard] = None,
                         worst: int = 5, progress: bool = False) -> Dict[str, Any]:
@@ -118,6 +135,7 @@ def evaluate_checkpoint(path: str, prompts: int = 100_000, chunk: int = 4096,
     fb_any = 0
     fb_cells = 0                                    # (worker, round) fallbacks, kernel only
     keep: Dict[str, List] = {"raw": [], "guarded": []}      # (mse, index, X) candidates
+    blown: List = []                 # (index, X) of every raw or guarded blow-up (up to MAX_TRACED)
     bar = Progress("evaluate", prompts, "prompt", progress)
     t0 = time.perf_counter()
     chunks = math.ceil(prompts / chunk)
@@ -145,7 +163,7 @@ def evaluate_checkpoint(path: str, prompts: int = 100_000, chunk: int = 4096,
             fb_cells += int(fb.sum())
             fb = fb.any(2)
         else:
-            o = safeguarded_forward(model, X, sg)
+            o = safeguarded_forward(model, X, sg, norms=nA)
             sp, fb = o.prediction, o.fallback
         per["raw"][lo:lo + size] = e_raw.numpy()
         per["guarded"][lo:lo + size] = e_g.numpy()
@@ -154,6 +172,9 @@ def evaluate_checkpoint(path: str, prompts: int = 100_000, chunk: int = 4096,
         per["normA"][lo:lo + size] = nA.numpy()
         fb_layer += fb.sum(0).numpy().astype(np.int64)
         fb_any += int(fb.any(1).sum())
+        hit = (~(e_raw <= BLOW_UP) | ~(e_g <= BLOW_UP)).nonzero().flatten()
+        for i in hit[:max(0, MAX_TRACED - len(blown))]:
+            blown.append((lo + int(i), X[int(i)].clone()))
         for key, e in (("raw", e_raw), ("guarded", e_g)):
             e = torch.nan_to_num(e, nan=float("inf"))
             top = torch.topk(e, min(worst, size)).indices if worst else []
@@ -183,6 +204,15 @@ def evaluate_checkpoint(path: str, prompts: int = 100_000, chunk: int = 4096,
                              zero=float(per["zero"][idx]),
                              kernel=float(per["kernel"][idx]) if dist else None, **t))
         worst_rows[key] = rows
+    blow_rows = []
+    if blown:
+        tr = trace(model, torch.stack([x for _, x in blown]))
+        for (idx, _), t in zip(blown, tr):
+            blow_rows.append(dict(index=idx, normA=float(norms[idx]),
+                                  normA_percentile=pct(float(norms[idx])),
+                                  raw=float(per["raw"][idx]), guarded=float(per["guarded"][idx]),
+                                  safeguarded=float(per["safeguarded"][idx]),
+                                  mechanism=mechanism(t["sigma"], t["c_norm"]), **t))
     out: Dict[str, Any] = dict(
         checkpoint=path, regime=mc.regime, heads=mc.heads, tied=mc.tied,
         noise_var=dc.noise_var, shared_heads=mc.shared_heads, seed=seed, prompts=prompts,
@@ -192,7 +222,7 @@ def evaluate_checkpoint(path: str, prompts: int = 100_000, chunk: int = 4096,
         normA_p99=float(np.quantile(norms, 0.99)), normA_max=float(norms.max()),
         fallback_any=fb_any / prompts, fallback_per_layer=(fb_layer / prompts).tolist(),
         fallback_cells=(fb_cells / (prompts * L * mc.machines)) if dist else None,
-        worst=worst_rows)
+        worst=worst_rows, blowups=blow_rows)
     for k in cols:
         if k == "normA":
             continue
@@ -206,5 +236,5 @@ def evaluate_checkpoint(path: str, prompts: int = 100_000, chunk: int = 4096,
     return out
 
 
-__all__ = ["evaluate_checkpoint", "trace", "EVAL_STREAM", "DEFAULT_SEED", "CENTRAL_SAFEGUARD",
+__all__ = ["evaluate_checkpoint", "trace", "mechanism", "EVAL_STREAM", "DEFAULT_SEED", "CENTRAL_SAFEGUARD",
            "KERNEL_SAFEGUARD", "default_safeguard"]

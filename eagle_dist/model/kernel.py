@@ -114,8 +114,8 @@ class LearnedKernel:
         last = self.layer == c.layers - 1
         blocks = tuple(t.unsqueeze(0) for t in (A, B, C, D))     # a batch of one prompt
         with torch.no_grad():
-            out, bad = local_step(head, self.rank, c, *blocks, safeguard=self.safeguard,
-                                  last=last)
+            out, bad, _ = local_step(head, self.rank, c, *blocks, safeguard=self.safeguard,
+                                     last=last)
         if bool(bad[0]):
             self.fallbacks.append(self.layer)
         self.layer += 1
@@ -139,25 +139,31 @@ def learned_local_step(head, mu: int, mc, A, B, C, D):
 
 @torch.no_grad()
 def local_step(head, mu: int, mc, A, B, C, D, *, safeguard: Optional[Safeguard] = None,
-               last: bool = False):
+               last: bool = False, sig: Optional[torch.Tensor] = None):
     """:func:`learned_local_step`, safeguarded when ``safeguard`` is given (see
-    :class:`LearnedKernel`): returns ``((A', B', C', D'), fallback (k,) bool)``. Uses only worker
-    μ's own blocks (its shard and the replicated C, D)."""
+    :class:`LearnedKernel`): returns ``((A', B', C', D'), fallback (k,) bool, ‖A'‖₂ or None)``.
+    Uses only worker μ's own blocks (its shard and the replicated C, D). ``sig``: ‖A^μ‖₂ when
+    known (the previous round's ‖A'‖₂); after the ``last`` round ‖A'‖₂ is not computed (nothing
+    reads A_L)."""
     out = learned_local_step(head, mu, mc, A, B, C, D)
     bad = torch.zeros(A.shape[0], dtype=torch.bool)
     if safeguard is None:
-        return out, bad
-    sig, sig2 = spectral_norm(A), spectral_norm(out[0])
+        return out, bad, None
+    sig = spectral_norm(A) if sig is None else sig
+    sig2 = None if last else spectral_norm(out[0])
     cn = torch.linalg.vector_norm(C.double(), dim=(1, 2))
     cn2 = torch.linalg.vector_norm(out[2].double(), dim=(1, 2))
     bad = flag(sig, sig2, cn, cn2, safeguard, check_a=not last)
     if bool(bad.any()):
         idx = bad.nonzero().flatten()
-        fb = eagle_fallback(A[idx], B[idx], C[idx], D[idx])
+        fb = eagle_fallback(A[idx], B[idx], C[idx], D[idx], norms=sig[idx])
         out = tuple(t.clone() for t in out)
         for t, f in zip(out, fb):
             t[idx] = f.to(t.dtype)
-    return out, bad
+        if sig2 is not None:
+            sig2 = sig2.clone()
+            sig2[idx] = spectral_norm(out[0][idx])
+    return out, bad, sig2
 
 
 @torch.no_grad()
@@ -179,12 +185,13 @@ def kernel_rounds(model: LinearTransformer, X: torch.Tensor,
     D = torch.zeros_like(X[:, n:, d:])
     L = len(model.layers)
     fallback = torch.zeros(X.shape[0], L, M, dtype=torch.bool)
+    sigs: List[Optional[torch.Tensor]] = [None] * M
     for l, layer in enumerate(model.layers):
         Cs, Ds = [], []
         for mu in range(M):
-            (A[mu], B[mu], Cm, Dm), bad = local_step(
+            (A[mu], B[mu], Cm, Dm), bad, sigs[mu] = local_step(
                 layer.heads[mu], mu, c, A[mu], B[mu], C, D, safeguard=safeguard,
-                last=l == L - 1)
+                last=l == L - 1, sig=sigs[mu])
             fallback[:, l, mu] = bad
             Cs.append(Cm)
             Ds.append(Dm)

@@ -106,8 +106,11 @@ def spectral_norm(A: torch.Tensor) -> torch.Tensor:
 def flag(sig_old: torch.Tensor, sig_new: torch.Tensor, c_old: torch.Tensor, c_new: torch.Tensor,
          sg: "Safeguard", check_a: bool = True) -> torch.Tensor:
     """The prompts (B,) whose learned step breaks ``‖A_{ℓ+1}‖₂ ≤ (1+g)‖A_ℓ‖₂`` (if ``check_a``)
-    or ``‖C_{ℓ+1}‖_F ≤ (1+g_C)‖C_ℓ‖_F``; a non-finite new state is always flagged."""
-    bad = ~torch.isfinite(c_new) | ~torch.isfinite(sig_new)
+    or ``‖C_{ℓ+1}‖_F ≤ (1+g_C)‖C_ℓ‖_F``; a non-finite new state is always flagged
+    (``sig_new`` may be None when ``check_a`` is False)."""
+    bad = ~torch.isfinite(c_new)
+    if sig_new is not None:
+        bad = bad | ~torch.isfinite(sig_new)
     if math.isfinite(sg.cg):
         bad = bad | ~(c_new <= (1.0 + sg.cg) * c_old)          # NaN compares False: flagged
     if check_a:
@@ -116,17 +119,17 @@ def flag(sig_old: torch.Tensor, sig_new: torch.Tensor, c_old: torch.Tensor, c_ne
 
 
 @torch.no_grad()
-def eagle_fallback(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                   D: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+def eagle_fallback(A: torch.Tensor, B: torch.Tensor, C: torch.Tensor, D: torch.Tensor,
+                   norms: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, ...]:
     """One EAGLE step with the theory constants (η = 1/3, γ = 1, ρ = 1/‖A‖₂²) on each prompt of a
     batch (A (k, n, d), B (k, n', d), C (k, n, d'), D (k, n', d') in EAGLE's sign), through
     :func:`eagle_dist.kernels.eagle_update` mapped over the batch (``torch.vmap``). The step is
     scale-covariant — with s = 1/‖A‖₂, ``eagle_update(sA, sB, C, D, ρ = 1)`` is ``(sA', sB', C',
     D')`` — so each prompt is normalised and one ρ = 1 serves the batch. A zero or non-finite A is
-    left as it is."""
+    left as it is. ``norms``: the prompts' ‖A‖₂ when known."""
     if A.shape[0] == 0:
         return A, B, C, D
-    norms = spectral_norm(A)
+    norms = spectral_norm(A) if norms is None else norms.double()
     ok = (norms > 0) & torch.isfinite(norms)
     s = torch.where(ok, 1.0 / torch.where(ok, norms, torch.ones_like(norms)),
                     torch.ones_like(norms)).to(A.dtype)[:, None, None]
@@ -147,11 +150,12 @@ class SafeguardedOutput:
 
 
 @torch.no_grad()
-def safeguarded_forward(model, X: torch.Tensor, sg: Safeguard = Safeguard()) -> SafeguardedOutput:
+def safeguarded_forward(model, X: torch.Tensor, sg: Safeguard = Safeguard(),
+                        norms: Optional[torch.Tensor] = None) -> SafeguardedOutput:
     """The model's prediction with the per-layer safeguard (module docstring), for a centralized
     model (unconstrained or compute-limited, any number of heads, tied or not). For the
     distributed regime use :func:`eagle_dist.model.kernel.kernel_forward` (the checks there use
-    only what each worker holds)."""
+    only what each worker holds). ``norms``: the prompts' ‖A‖₂ when the caller has them."""
     c = model.cfg
     if c.regime == "distributed":
         raise ValueError("safeguarded_forward is for centralized models; for model.regime="
@@ -160,25 +164,28 @@ def safeguarded_forward(model, X: torch.Tensor, sg: Safeguard = Safeguard()) -> 
     n, d = c.n, c.d
     sign = -1.0 if c.readout == "neg" else 1.0            # transformer D = sign · EAGLE's D
     Z = model.embed(X)
-    sig = spectral_norm(Z[:, :n, :d])
+    sig = spectral_norm(Z[:, :n, :d]) if norms is None else norms.double()
     cn = torch.linalg.vector_norm(Z[:, :n, d:].double(), dim=(1, 2))
     L = len(model.layers)
     fallback = torch.zeros(X.shape[0], L, dtype=torch.bool)
     for l, layer in enumerate(model.layers):
         Zn = layer(Z, n)
-        sig_n = spectral_norm(Zn[:, :n, :d])
+        last = l == L - 1                   # the readout never reads A_L: no A check, no norm
+        sig_n = None if last else spectral_norm(Zn[:, :n, :d])
         cn_n = torch.linalg.vector_norm(Zn[:, :n, d:].double(), dim=(1, 2))
-        bad = flag(sig, sig_n, cn, cn_n, sg, check_a=l < L - 1)
+        bad = flag(sig, sig_n, cn, cn_n, sg, check_a=not last)
         if bool(bad.any()):
             idx = bad.nonzero().flatten()
             Zo = Z[idx]
             A2, B2, C2, D2 = eagle_fallback(Zo[:, :n, :d], Zo[:, n:, :d], Zo[:, :n, d:],
-                                            sign * Zo[:, n:, d:])
+                                            sign * Zo[:, n:, d:], norms=sig[idx])
             Zf = torch.cat([torch.cat([A2, C2], 2), torch.cat([B2, sign * D2], 2)], 1)
             Zn = Zn.clone()
             Zn[idx] = Zf.to(Zn.dtype)
-            sig_n, cn_n = sig_n.clone(), cn_n.clone()
-            sig_n[idx] = spectral_norm(A2)
+            cn_n = cn_n.clone()
+            if sig_n is not None:
+                sig_n = sig_n.clone()
+                sig_n[idx] = spectral_norm(A2)
             cn_n[idx] = torch.linalg.vector_norm(C2.double(), dim=(1, 2))
             fallback[idx, l] = True
         Z, sig, cn = Zn, sig_n, cn_n
