@@ -12,6 +12,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -107,45 +108,64 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=0)
 
 
+def _cli_type(annotation: str):
+    base = annotation.replace("Optional[", "").rstrip("]")
+    return {"float": float, "int": int}.get(base, str)
+
+
+def add_solve_option_flags(p: argparse.ArgumentParser, skip=("seed",)) -> None:
+    """One flag per field of :class:`eagle_dist.options.SolveOptions` (``--max-iter`` for
+    ``max_iter``; booleans as ``--x/--no-x``), grouped as the fields are, with the fields' help
+    and defaults — generated, so the CLI can never spell or default an option differently from
+    Python and YAML. Flags left out keep the dataclass default (``argparse.SUPPRESS``), so only
+    what the user typed reaches the options; values are checked by ``SolveOptions.validate``."""
+    from .options import SolveOptions, cli_fields
+    default = SolveOptions()
+    groups = {}
+    for f in cli_fields():
+        if f.name in skip:
+            continue
+        g = groups.get(f.metadata["group"])
+        if g is None:
+            g = groups[f.metadata["group"]] = p.add_argument_group(
+                f"solve options ({f.metadata['group']})")
+        flag = "--" + f.name.replace("_", "-")
+        dflt = getattr(default, f.name)
+        helptext = f"{f.metadata['help']} (default {dflt})".replace("%", "%%")
+        if f.type == "bool":
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction,
+                           default=argparse.SUPPRESS, help=helptext)
+            continue
+        choices = f.metadata.get("choices")
+        if f.name == "shards":
+            choices = ("contiguous", "random")
+        g.add_argument(flag, dest=f.name, type=_cli_type(str(f.type)), choices=choices,
+                       default=argparse.SUPPRESS, help=helptext)
+
+
 def _add_solver_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("solver")
+    g = p.add_argument_group("methods")
     g.add_argument("--methods", default="eagle",
                    help="comma list: eagle,gd,sgd,cg,lsmr,lsqr,lstsq,lstsq-gelsy,pinv")
-    g.add_argument("--tol", type=_positive_float, default=1e-10,
-                   help="tolerance of each method's stopping rule (EAGLE: relative D-step)")
-    g.add_argument("--target-error", type=float, default=None,
-                   help="stop on true relative error instead (needs the reference)")
-    g.add_argument("--max-iter", type=_positive_int, default=1000)
-    g.add_argument("--time-budget", type=float, default=None, help="seconds per method")
-    g.add_argument("--eta", type=float, default=None, help="A/B step size (default 1/3)")
-    g.add_argument("--gamma", type=float, default=None, help="C/D step size (default 1)")
-    g.add_argument("--accelerate", action="store_true", help="freeze A, B once conditioned")
-    g.add_argument("--sketch-size", type=int, default=None, help="compute-limited regime: r")
-    g.add_argument("--rcond", type=float, default=None,
-                   help="EAGLE: singular values below rcond·σ_max count as zero (default sqrt(eps))")
-    g.add_argument("--sketch-kind", default="orthonormal", choices=["orthonormal", "sample"])
-    g.add_argument("--dtype", default=None, choices=["float32", "float64"])
-    g.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda[:k]")
-    g.add_argument("--no-reference", action="store_true",
-                   help="skip the pinv reference (large problems); errors are then NaN")
-    d = p.add_argument_group("distributed")
-    d.add_argument("--workers", type=_positive_int, default=1,
-                   help="M column shards (> 1: distributed)")
-    d.add_argument("--backend", default="inprocess", choices=["inprocess", "torch", "ray"])
-    d.add_argument("--shards", default="contiguous", choices=["contiguous", "random"],
-                   help="how the columns of A are split over the workers")
-    d.add_argument("--normalization", default="local", choices=["local", "global"])
-    d.add_argument("--mode", default="auto", choices=["auto", "paper", "gram"],
-                   help="distributed EAGLE: paper = all-reduce the mean (C', D') (rounds grow like "
-                        "1/α, exact on consistent data only); gram = all-reduce A Aᵀ and B Aᵀ "
-                        "(the centralized iterates, exact on any data); auto = gram while "
-                        "(n + n')·n <= 4,194,304 numbers or n <= d', else paper")
-    d.add_argument("--no-verify", action="store_true",
-                   help="paper mode: skip the probe column that checks the answer (the run then "
-                        "ends 'unverified' instead of 'converged')")
-    d.add_argument("--timeout", type=_positive_float, default=60.0,
-                   help="seconds before a silent worker fails the run")
-    d.add_argument("--address", default=None, help="Ray cluster address (default: start one locally)")
+    add_solve_option_flags(p)
+    p.add_argument("overrides", nargs="*", metavar="solve.key=value",
+                   help="any solve option as in a YAML config, e.g. solve.target_residual=0.0316")
+
+
+def solve_options_from_args(args):
+    """The :class:`SolveOptions` the user asked for: the flags typed, then ``solve.key=value``
+    overrides (YAML values), ``--seed`` shared with the problem generator."""
+    from .options import SolveOptions, cli_fields
+    kw = {f.name: getattr(args, f.name) for f in cli_fields() if hasattr(args, f.name)}
+    kw["seed"] = args.seed
+    from .config import parse_overrides
+    over = parse_overrides(getattr(args, "overrides", []) or [], ["solve"]).get("solve", {})
+    bad = sorted(set(over) - {f.name for f in cli_fields()})
+    if bad:
+        raise ValueError(f"override(s) solve.{', solve.'.join(bad)}: not solve options; see "
+                         "eagle-dist solve --help")
+    kw.update(over)
+    return SolveOptions.from_kwargs(kw)
 
 
 def build_problem(args):
@@ -187,6 +207,20 @@ def report_diversity(problem, shards, workers: int) -> None:
                     "for well-sharded data", alpha, math.log(10.0) / max(alpha, 1e-300))
 
 
+def _options_for(opts, method: str, methods: List[str]):
+    """Several methods share one command line: an option typed for some of them (``--eta`` for
+    eagle in ``--methods eagle,cg``) goes to the methods it applies to; one typed for none of
+    them reaches every method, and ``SolveOptions.validate`` names it."""
+    from .options import APPLIES_TO, SolveOptions
+    out = opts
+    for name in opts.given():
+        rule = APPLIES_TO.get(name)
+        if rule and rule[0] is not None and method not in rule[0] \
+                and any(x in rule[0] for x in methods):
+            out = dataclasses.replace(out, **{name: getattr(SolveOptions(), name)})
+    return out
+
+
 def cmd_solve(args) -> int:
     from .api import solve
     from .result import results_table
@@ -199,59 +233,45 @@ def cmd_solve(args) -> int:
     if unknown:
         raise ValueError(f"--methods: unknown {', '.join(unknown)}; choose from "
                          f"{', '.join(sorted(METHODS))}")
+    opts = solve_options_from_args(args)
+    per_method = {m: _options_for(opts, m, methods) for m in methods}
+    for m, o in per_method.items():                   # every check before any work
+        o.validate(m, store=bool(getattr(args, "store", None)))
+    args.workers = opts.workers
     prepare_out_dir(args.out, args.overwrite)
     problem, gen_shards = build_problem(args)
     from .data.store import ColumnStore
     sharded = isinstance(problem, ColumnStore)
-    distributed = args.workers > 1 or args.backend != "inprocess" or sharded
-    shards = gen_shards if gen_shards is not None else args.shards
+    distributed = opts.is_distributed(sharded)
+    if gen_shards is not None:
+        opts = dataclasses.replace(opts, shards=gen_shards)
     log.info("problem: %s", problem)
-    record = not args.no_reference
     if sharded:
-        record = record and problem.has_d_true
         log.info("column store: %.3g GB of A and B stay on disk; each of %d workers reads its "
-                 "%.3g GB; %s", problem.dense_bytes / 1e9, args.workers,
-                 problem.dense_bytes / args.workers / 1e9,
-                 "errors against the store's D_true" if record else
-                 "no reference (the store has no D_true): status from the residual certificate")
+                 "%.3g GB; %s", problem.dense_bytes / 1e9, opts.workers,
+                 problem.dense_bytes / opts.workers / 1e9,
+                 "errors against the store's D_true" if opts.record_error else
+                 "status from the residual certificate (--record-error: errors against D_true)")
     if distributed and not sharded and any(m in ("eagle", "gd") for m in methods):
         from .distributed.runtime import choose_mode
-        paper = "gd" in methods or choose_mode(args.mode, problem.n, problem.n_query,
+        paper = "gd" in methods or choose_mode(opts.mode, problem.n, problem.n_query,
                                                problem.d_query) == "paper"
         if paper:                     # α only sets the rounds of the paper's mode
-            report_diversity(problem, shards, args.workers)
-    if record and not sharded:
-        log.info("reference B A⁺ C (float64 pinv) computed; κ(A) = %.3g", problem.condition_number)
+            report_diversity(problem, opts.shards, opts.workers)
     results = []
     for m in methods:
-        kw = dict(tol=args.tol, target_error=args.target_error, max_iter=args.max_iter,
-                  time_budget=args.time_budget, device=args.device, dtype=args.dtype,
-                  seed=args.seed, progress=sys.stderr.isatty(), record_error=record,
-                  accelerate=args.accelerate, eta=args.eta, gamma=args.gamma, rcond=args.rcond)
-        # `is not None`, not truthiness: --sketch-size 0 must reach validation, not run unsketched
-        if m in ("eagle", "sgd") and args.sketch_size is not None:
-            kw.update(sketch_size=args.sketch_size, sketch_kind=args.sketch_kind)
-        if m == "sgd" and args.sketch_size is None:
-            raise ValueError("--methods sgd needs --sketch-size r")
-        if m not in ("eagle", "gd", "sgd"):
-            kw.pop("eta"), kw.pop("gamma"), kw.pop("accelerate")
-        if m != "eagle":
-            kw.pop("rcond")
-        if distributed:
-            if m in ("eagle", "gd"):
-                kw.update(workers=args.workers, backend=args.backend, shards=shards,
-                          normalization=args.normalization, timeout=args.timeout,
-                          address=args.address, mode=args.mode, verify=not args.no_verify)
-            elif m == "cg":           # distributed CG on the normal equations (no mode/kernel)
-                kw.update(workers=args.workers, backend=args.backend, shards=shards,
-                          timeout=args.timeout, address=args.address)
-        res = solve(problem, m, **kw)
+        keep = _options_for(opts, m, methods)
+        keep = dataclasses.replace(keep, progress=sys.stderr.isatty(), shards=opts.shards)
+        res = solve(problem, m, options=keep)
         results.append(res)
-        log.info("%s: %s after %d iterations, error %.3g, %.3f s", m, res.status.value,
-                 res.iterations, res.error, res.time_s)
+        log.info("%s: %s after %d iterations, %.3f s", m, res.status.value, res.iterations,
+                 res.time_s)
     table = results_table(results)
     print(f"\n{problem!r}\n")
     print(table)
+    if not opts.record_error and opts.target_error is None:
+        print("\n(error column: pass --record-error to measure against the float64 reference "
+              "B pinv(A) C — an SVD of A)")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         with open(os.path.join(args.out, "summary.md"), "w") as f:
@@ -269,7 +289,8 @@ def cmd_run(args) -> int:
     from .api import run_config
     from .config import load_config, save_config
     from .result import results_table
-    cfg = load_config(args.config)
+    from .config import parse_overrides
+    cfg = load_config(args.config, parse_overrides(args.overrides))
     if args.out:
         cfg.output.dir = args.out
     prepare_out_dir(cfg.output.dir, args.overwrite,
@@ -461,6 +482,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                          "suitesparse_sharded)")
     pr.add_argument("--out", default=None, help="override output.dir")
     pr.add_argument("--overwrite", action="store_true", help="replace results already there")
+    pr.add_argument("overrides", nargs="*", metavar="section.key=value",
+                    help="override any config key, e.g. solve.tol=1e-8 problem.n=300")
     pr.set_defaults(fn=cmd_run)
     pk = sub.add_parser("shard", help="write a column-partitioned store (each distributed "
                                       "worker then reads only its own columns)")

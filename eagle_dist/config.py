@@ -23,6 +23,11 @@ import numpy as np
 import yaml
 
 
+#: problem.source values (data.generators.DISTRIBUTIONS included; a test keeps them in step —
+#: config is floor 1 and does not import the data package)
+PROBLEM_SOURCES = ("controlled", "alpha", "mtx", "store", "paper_training") + ('svd', 'student_t', 'gaussian', 'correlated', 'sparse_rademacher', 'clustered')
+
+
 @dataclass
 class ProblemConfig:
     source: str = "controlled"          # controlled | alpha | mtx | store | gaussian | ...
@@ -39,28 +44,27 @@ class ProblemConfig:
     seed: int = 0
 
 
-@dataclass
-class SolveConfig:
-    method: str = "eagle"               # eagle | gd (distributed); any method when workers = 1
-    workers: int = 4
-    backend: str = "inprocess"          # inprocess | torch | ray (ignored under torchrun)
-    shards: Union[str, List[List[int]]] = "contiguous"   # alpha source uses its own shards
-    tol: float = 1e-10
-    target_error: Optional[float] = None
-    max_iter: int = 1000
-    time_budget: Optional[float] = None
-    eta: Optional[float] = None
-    gamma: Optional[float] = None
-    normalization: str = "local"
-    mode: str = "auto"                  # distributed EAGLE: auto | paper | gram
-    verify: bool = True                 # paper mode: the probe column that checks the answer
-    rcond: Optional[float] = None       # EAGLE: numerical-rank cut-off (default sqrt(eps))
-    accelerate: bool = False
-    timeout: float = 60.0               # seconds before a silent worker fails the run
-    address: Optional[str] = None       # Ray cluster address; None starts Ray locally
-    dtype: Optional[str] = None
-    device: Optional[str] = None
-    seed: int = 0
+def _solve_config_class():
+    """``SolveConfig``: ``method`` plus every option of :class:`eagle_dist.options.SolveOptions`
+    the command line and YAML can set (same names, same defaults — generated, not repeated)."""
+    from .options import cli_fields
+    spec = [("method", "str", field(default="eagle"))]
+    spec += [(f.name, f.type, field(default=f.default)) for f in cli_fields()]
+    cls = dataclasses.make_dataclass("SolveConfig", spec)
+    cls.__module__ = __name__
+
+    def solve_options(self, **extra):
+        """The :class:`SolveOptions` of this section (``extra``: Python-only fields)."""
+        from .options import SolveOptions
+        return SolveOptions(**{k: v for k, v in dataclasses.asdict(self).items()
+                               if k != "method"}, **extra)
+    cls.solve_options = solve_options
+    cls.__doc__ = ("The ``solve:`` section of a run config: ``method`` and every field of "
+                   "eagle_dist.SolveOptions the CLI and YAML can set.")
+    return cls
+
+
+SolveConfig = _solve_config_class()
 
 
 @dataclass
@@ -320,33 +324,24 @@ def _validate(cfg: RunConfig, source: str) -> None:
     def bad(key, value, why):
         raise ValueError(f"{source}: {key}={value!r} {why}")
     sc, pc = cfg.solve, cfg.problem
-    for key, v in (("solve.workers", sc.workers), ("solve.max_iter", sc.max_iter),
-                   ("problem.n", pc.n), ("problem.d", pc.d), ("problem.n_query", pc.n_query),
+    for key, v in (("problem.n", pc.n), ("problem.d", pc.d), ("problem.n_query", pc.n_query),
                    ("problem.d_query", pc.d_query)):
         if v is None or v < 1:
             bad(key, v, "must be a positive integer")
-    for key, v in (("solve.tol", sc.tol), ("solve.timeout", sc.timeout)):
-        if v is None or not (v > 0 and v != float("inf")):
-            bad(key, v, "must be a positive, finite number")
-    if sc.target_error is not None and not (0 < sc.target_error < float("inf")):
-        bad("solve.target_error", sc.target_error, "must be a positive, finite number or null")
-    if sc.mode not in ("auto", "paper", "gram"):
-        bad("solve.mode", sc.mode, "must be auto, paper or gram")
-    if sc.backend not in ("inprocess", "torch", "ray"):
-        bad("solve.backend", sc.backend, "must be inprocess, torch or ray")
     if sc.device is not None and not re.fullmatch(r"auto|cpu|cuda(:\d+)?", sc.device):
         bad("solve.device", sc.device, "must be auto, cpu or cuda[:k]")
-    if sc.dtype not in (None, "float32", "float64"):
-        bad("solve.dtype", sc.dtype, "must be float32, float64 or null (the data's dtype)")
-    if sc.normalization not in ("local", "global"):
-        bad("solve.normalization", sc.normalization, "must be local or global")
     if isinstance(sc.shards, str) and sc.shards not in ("contiguous", "random"):
         bad("solve.shards", sc.shards, "must be contiguous, random or a list of column-index lists")
-    if sc.time_budget is not None and not (0 < sc.time_budget < float("inf")):
-        bad("solve.time_budget", sc.time_budget, "must be a positive number of seconds or null")
+    # the one validation of every solve option (eagle_dist.options), naming the config key
+    try:
+        sc.solve_options().validate(sc.method, store=pc.source == "store")
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{source}: solve.{exc}") from None
     for key, v in (("problem.seed", pc.seed), ("solve.seed", sc.seed)):
         if v < 0:
             bad(key, v, "must be a non-negative integer")
+    if pc.source not in PROBLEM_SOURCES:
+        bad("problem.source", pc.source, f"is unknown; use one of {', '.join(PROBLEM_SOURCES)}")
     if pc.rank is not None and pc.rank < 1:
         bad("problem.rank", pc.rank, "must be a positive integer or null (full rank)")
     if not (pc.kappa >= 1 and pc.kappa < float("inf")):
@@ -357,16 +352,37 @@ def _validate(cfg: RunConfig, source: str) -> None:
         bad("problem.alpha", pc.alpha, "must lie in (0, 1] (a diversity index)")
     if pc.c_block not in ("rest", "identity"):
         bad("problem.c_block", pc.c_block, "must be rest or identity")
-    from .data.generators import DISTRIBUTIONS
-    sources = ("controlled", "alpha", "mtx", "store", "paper_training") + tuple(DISTRIBUTIONS)
-    if pc.source not in sources:
-        bad("problem.source", pc.source, f"is unknown; use one of {', '.join(sources)}")
     if pc.source == "mtx" and not pc.path:
         bad("problem.path", pc.path, "is needed with source: mtx (a .mtx file or a shipped "
             "SuiteSparse name such as HB/dwt_1007)")
     if pc.source == "store" and not pc.path:
         bad("problem.path", pc.path, "is needed with source: store (a column-store folder "
             "written by `eagle-dist shard`; each worker reads only its own columns)")
+
+
+def parse_overrides(items: List[str], sections=None) -> dict:
+    """``["solve.tol=1e-8", "problem.n=300"]`` -> nested dict; values are parsed as YAML. The
+    one parser of ``section.key=value`` overrides (run configs, training configs, the CLI)."""
+    sections = list(sections if sections is not None else _SECTIONS)
+    out: dict = {}
+    for item in items:
+        if not isinstance(item, str) or "=" not in item:
+            raise ValueError(f"override {item!r} must look like section.key=value "
+                             f"(e.g. {sections[0]}.{'steps' if 'optim' in sections else 'n'}=500)")
+        key, _, text = item.partition("=")
+        parts = key.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise ValueError(f"override {item!r}: the key must be section.key, one of the "
+                             f"sections {sections}")
+        if parts[0] not in sections:
+            raise ValueError(f"override {item!r}: unknown section {parts[0]!r}; use one of "
+                             f"{sections}")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ValueError(f"override {item!r}: cannot read the value ({exc})") from None
+        out.setdefault(parts[0], {})[parts[1]] = value
+    return out
 
 
 def load_config(path: str, overrides: Optional[dict] = None) -> RunConfig:

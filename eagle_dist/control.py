@@ -32,6 +32,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from .options import SolveOptions
 from .result import History, Status
 
 log = logging.getLogger("eagle_dist")
@@ -65,68 +66,8 @@ def resolve_dtype(dtype, default: np.dtype) -> torch.dtype:
         raise TypeError(f"dtype={dtype!r} is not supported; use 'float32' or 'float64'") from None
 
 
-@dataclass(frozen=True)
-class SolverOptions:
-    """Options shared by every method (validated in :func:`eagle_dist.solve`)."""
-
-    tol: float = 1e-10                 # relative D-step tolerance
-    max_iter: int = 1000               # iterations / rounds
-    target_error: Optional[float] = None   # stop on true relative error (needs a reference)
-    target_residual: Optional[float] = None  # stop on ‖W A − B‖_F ≤ target_residual ‖B‖_F
-    time_budget: Optional[float] = None    # seconds
-    patience: int = 2                  # consecutive small, non-increasing steps for ``tol``
-    callback: Optional[Callable[[int, dict], bool]] = None
-    device: Optional[str] = None
-    dtype: Optional[str] = None
-    seed: int = 0
-    progress: bool = False
-    record_error: bool = True          # compute error vs the reference each iteration
-
-    def validate(self) -> "SolverOptions":
-        def real(v) -> bool:   # NumPy scalars count; bool does not (tol=True is a mistake)
-            return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-        def integer(v) -> bool:
-            return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-        if not (real(self.tol) and self.tol > 0 and math.isfinite(self.tol)):
-            raise ValueError(f"tol={self.tol!r} must be a positive finite number, e.g. 1e-8")
-        if not integer(self.max_iter) or self.max_iter < 1:
-            raise ValueError(f"max_iter={self.max_iter!r} must be a positive integer, e.g. 1000")
-        # below 1: D = 0 already has relative error 1 and relative residual 1, so a target at or
-        # above 1 would let any output (a learned kernel's, a first iterate) count as converged
-        if self.target_error is not None and not (real(self.target_error)
-                                                  and 0 < self.target_error < 1):
-            raise ValueError(f"target_error={self.target_error!r} must lie in (0, 1) — a relative "
-                             "error such as 1e-8 (D = 0 already has error 1) — or None")
-        if self.target_residual is not None and not (
-                real(self.target_residual) and 0 < self.target_residual < 1):
-            raise ValueError(f"target_residual={self.target_residual!r} must lie in (0, 1) — a "
-                             "relative residual ‖W A − B‖_F / ‖B‖_F such as 1e-4 (D = 0 already "
-                             "has residual 1) — or None")
-        if self.target_error is not None and self.target_residual is not None:
-            raise ValueError("target_error and target_residual cannot both be set; pick one "
-                             "stopping rule")
-        if self.time_budget is not None and not (real(self.time_budget) and self.time_budget > 0
-                                                 and not math.isnan(self.time_budget)):
-            raise ValueError(f"time_budget={self.time_budget!r} must be a positive number of seconds")
-        if not integer(self.patience) or self.patience < 1:
-            raise ValueError(f"patience={self.patience!r} must be an integer >= 1")
-        if not integer(self.seed):
-            raise ValueError(f"seed={self.seed!r} must be an integer")
-        for name in ("progress", "record_error"):
-            if not isinstance(getattr(self, name), (bool, np.bool_)):
-                raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
-        if self.callback is not None and not callable(self.callback):
-            raise TypeError("callback must be callable as callback(iteration, info) -> bool")
-        # NumPy scalars in, Python numbers out (they travel to workers and into JSON)
-        return replace(self, tol=float(self.tol), max_iter=int(self.max_iter),
-                       target_error=None if self.target_error is None else float(self.target_error),
-                       target_residual=(None if self.target_residual is None
-                                        else float(self.target_residual)),
-                       time_budget=None if self.time_budget is None else float(self.time_budget),
-                       patience=int(self.patience), seed=int(self.seed),
-                       progress=bool(self.progress), record_error=bool(self.record_error))
+#: the one options object (:mod:`eagle_dist.options`); the loops read their stopping rules from it
+SolverOptions = SolveOptions
 
 
 def _norm64(x: torch.Tensor) -> float:

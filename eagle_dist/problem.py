@@ -156,6 +156,21 @@ class Problem:
         A, B, C = (x.astype(dt, copy=False) for x in (A, B, C))
         return cls(A=A, B=B, C=C, D_true=D_true, name=name, meta=dict(meta or {}))
 
+    @classmethod
+    def from_linear_system(cls, A, b, *, name: str = "least squares") -> "Problem":
+        """The least-squares problem ``min_x ‖A x − b‖`` in NumPy's orientation (``A`` is m x k:
+        m samples of k features; ``b`` is (m,) or (m, p)) as a block problem: ``A_here = Aᵀ``
+        (k x m), ``B = bᵀ``, ``C = I_k``, so ``D = xᵀ`` (the minimum-norm solution)."""
+        A = as_float_array(A, "A")
+        b_arr = b.detach().cpu().numpy() if hasattr(b, "detach") else np.asarray(b)
+        if b_arr.ndim == 1:
+            b_arr = b_arr.reshape(-1, 1)
+        b_arr = as_float_array(b_arr, "b")
+        if b_arr.shape[0] != A.shape[0]:
+            raise ValueError(f"b has {b_arr.shape[0]} rows but A has {A.shape[0]}; b must be "
+                             f"(m,) or (m, p) with m = {A.shape[0]}")
+        return cls.from_arrays(A.T, b_arr.T, np.eye(A.shape[1], dtype=A.dtype), name=name)
+
     # shapes ----------------------------------------------------------------------------------
     @property
     def n(self) -> int:

@@ -87,6 +87,22 @@ class History:
         ]
 
 
+class LazyError:
+    """The relative error of ``D`` against ``problem.reference``, evaluated on first use (an SVD
+    of A in float64, cached on the problem)."""
+
+    __slots__ = ("problem", "D")
+
+    def __init__(self, problem, D):
+        self.problem, self.D = problem, D
+
+    def __call__(self) -> float:
+        return float(self.problem.error(self.D))
+
+    def __repr__(self) -> str:
+        return "<error: computed on first access>"
+
+
 @dataclass(frozen=True)
 class SolveResult:
     """Outcome of :func:`eagle_dist.solve`.
@@ -118,6 +134,23 @@ class SolveResult:
     error: float = float("nan")
     info: Dict[str, Any] = field(default_factory=dict)
 
+    def __getattribute__(self, name):
+        # ``error`` may be deferred (:class:`LazyError`): the solve never pays for the float64
+        # SVD reference unless errors were recorded; reading ``res.error`` computes it once,
+        # outside ``time_s``
+        value = object.__getattribute__(self, name)
+        if name == "error" and isinstance(value, LazyError):
+            value = value()
+            object.__setattr__(self, "error", value)
+        return value
+
+    @property
+    def known_error(self) -> float:
+        """``error`` if it is already known, else NaN — never computes the reference (tables,
+        JSON summaries)."""
+        value = object.__getattribute__(self, "error")
+        return float("nan") if isinstance(value, LazyError) else value
+
     @property
     def converged(self) -> bool:
         return self.status.ok
@@ -135,7 +168,7 @@ class SolveResult:
             "status": self.status.value,
             "iterations": self.iterations,
             "time_s": self.time_s,
-            "error": self.error,
+            "error": self.known_error,
             "bytes_per_worker_per_round": self.bytes_per_worker_per_round,
             "bytes_total": self.bytes_total,
         }

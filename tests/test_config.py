@@ -79,3 +79,11 @@ def test_torchrun_entry_without_env_explains(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "eagle_dist.distributed.torchrun", "--config",
                            _small_config(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "torchrun" in proc.stderr
+
+
+def test_problem_sources_name_every_generator():
+    """config (floor 1) lists the sources itself; they must match the data package's."""
+    from eagle_dist.config import PROBLEM_SOURCES
+    from eagle_dist.data.generators import DISTRIBUTIONS
+    assert set(PROBLEM_SOURCES) == {"controlled", "alpha", "mtx", "store", "paper_training",
+                                    *DISTRIBUTIONS}

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse.linalg as spla
 import torch
 
-from eagle_dist import Problem, SolveError, Status, lstsq, solve
+from eagle_dist import Problem, SolveError, Status, solve, solve_least_squares
 from eagle_dist.data import controlled
 from eagle_dist.kernels import eagle_update as real_eagle_update
 from eagle_dist.kernels import orthonormal_sketch as real_orthonormal_sketch
@@ -20,8 +20,7 @@ LOOP_METHODS = ("eagle", "gd", "cg")          # one history row per iteration
 KRYLOV = ("lsmr", "lsqr")                     # one SciPy call per row of B; summary history
 DIRECT = ("lstsq", "lstsq-gelsy", "pinv")
 DTYPES = [np.float64, np.float32]
-# the module, not the function `eagle_dist.solvers.eagle` that shadows it as a package attribute
-eagle_mod = importlib.import_module("eagle_dist.solvers.eagle")
+eagle_mod = importlib.import_module("eagle_dist.solvers.loop")
 
 
 def _identity(dtype):
@@ -62,7 +61,7 @@ def solver_kwargs(method, dtype):
     tol = {"gd": 1e-6 if f32 else 1e-13,
            "cg": 1e-4 if f32 else 1e-11}.get(method, 1e-5 if f32 else 1e-13)
     max_iter = {"eagle": 300, "gd": 50_000}.get(method, 20_000)
-    return dict(tol=tol, max_iter=max_iter)
+    return dict(tol=tol, max_iter=max_iter, record_error=True)   # the history is checked too
 
 
 def error_bound(method, dtype, kappa, tol):
@@ -189,7 +188,7 @@ def test_eagle_iterations_grow_like_log_kappa():
 @pytest.mark.parametrize("frac", [8, 4, 2], ids=["r=n/8", "r=n/4", "r=n/2"])
 def test_sketched_eagle_converges(kind, frac):
     # regression: with η = 1/3 the orthonormal sketch at r = n/8 never got below ~4e-2 (κ(A_ℓ)
-    # grew); the default η for sketched runs is now min(1/3, 0.8·r/d) (solvers.eagle.sketched_eta)
+    # grew); the default η for sketched runs is now min(1/3, 0.8·r/d) (solvers.loop.sketched_eta)
     n = 64
     p = controlled(n, n, 2, 2, kappa=10, seed=0)
     res = solve(p, "eagle", sketch_size=n // frac, sketch_kind=kind, target_error=1e-6,
@@ -245,7 +244,7 @@ def test_sketch_is_fresh_every_iteration_and_reaches_the_kernel(monkeypatch, kin
 @pytest.mark.parametrize("kind", ["orthonormal", "sample"])
 def test_sketched_runs_are_seeded(kind):
     p = controlled(32, 32, 2, 2, kappa=10, seed=0)
-    kw = dict(sketch_size=8, sketch_kind=kind, max_iter=20, tol=1e-300)
+    kw = dict(sketch_size=8, sketch_kind=kind, max_iter=20, tol=1e-300, record_error=True)
     a, b = solve(p, "eagle", seed=3, **kw), solve(p, "eagle", seed=3, **kw)
     c = solve(p, "eagle", seed=4, **kw)
     np.testing.assert_array_equal(a.D, b.D)
@@ -284,7 +283,7 @@ def test_gd_solver_matches_numpy_gradient_descent():
 
 
 # ---------------------------------------------------------------------------------------------
-# SciPy-style lstsq(A, b) in the usual A x = b orientation
+# SciPy-style solve_least_squares(A, b) in the usual A x = b orientation
 
 @pytest.mark.parametrize("shape", [(40, 12), (12, 40), (25, 25)], ids=["tall", "wide", "square"])
 @pytest.mark.parametrize("rhs", ["vector", "matrix"])
@@ -294,7 +293,7 @@ def test_lstsq_wrapper_matches_numpy(shape, rhs):
     A = rng.standard_normal((m, k))
     b = rng.standard_normal(m) if rhs == "vector" else rng.standard_normal((m, 3))
     A0, b0 = A.copy(), b.copy()
-    x, res = lstsq(A, b, return_result=True)
+    x, res = solve_least_squares(A, b, return_result=True)
     want = np.linalg.lstsq(A, b, rcond=None)[0]             # min-norm least squares
     assert x.shape == want.shape
     np.testing.assert_allclose(x, want, rtol=1e-8, atol=1e-10 * np.abs(want).max())
@@ -308,8 +307,8 @@ def test_lstsq_wrapper_other_methods_and_torch_input():
     A, b = rng.standard_normal((30, 8)), rng.standard_normal(30)
     want = np.linalg.lstsq(A, b, rcond=None)[0]
     for method in ("cg", "lstsq", "pinv", "lsmr"):
-        np.testing.assert_allclose(lstsq(A, b, method=method), want, rtol=1e-7)
-    np.testing.assert_allclose(lstsq(torch.tensor(A), torch.tensor(b)), want, rtol=1e-8)
+        np.testing.assert_allclose(solve_least_squares(A, b, method=method), want, rtol=1e-7)
+    np.testing.assert_allclose(solve_least_squares(torch.tensor(A), torch.tensor(b)), want, rtol=1e-8)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,7 +359,8 @@ def test_float32_far_from_unit_scale(method, scale):
     assert np.isfinite(p.reference).all()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        res = solve(p, method, tol=1e-6 if method == "gd" else 1e-5, max_iter=2000)
+        res = solve(p, method, tol=1e-6 if method == "gd" else 1e-5, max_iter=2000,
+                    record_error=True)
     assert res.status is Status.CONVERGED, (res.status, res.error)
     bound = error_bound(method, np.float32, 10.0, 1e-6 if method == "gd" else 1e-5)
     assert res.error <= bound

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eagle_dist import Problem, lstsq, solve
+from eagle_dist import Problem, solve, solve_least_squares
 from eagle_dist.data import controlled
 from eagle_dist.result import Status
 
@@ -39,7 +39,7 @@ def _rel(x, ref):
 def test_rank_deficient_noisy_lstsq_stays_at_the_answer(max_iter):
     # was: 4e-13 at iteration 16, then error 25 at 100 and 487 at 1,000, status max_iterations
     X, y, ref = _collinear_regression()
-    x, res = lstsq(X, y, max_iter=max_iter, return_result=True)
+    x, res = solve_least_squares(X, y, max_iter=max_iter, return_result=True)
     assert res.status is Status.CONVERGED
     assert _rel(x, ref) < 1e-10
 
@@ -48,7 +48,8 @@ def test_rank_deficient_run_forced_long_never_drifts_away():
     # an unreachable tolerance forces 2,000 iterations: the iterate must stay at the answer and
     # what is returned is never worse than the best iterate
     X, y, ref = _collinear_regression(seed=1)
-    x, res = lstsq(X, y, tol=1e-300, max_iter=2000, return_result=True)
+    x, res = solve_least_squares(X, y, tol=1e-300, max_iter=2000, return_result=True,
+                                 record_error=True)
     assert res.status is Status.MAX_ITERATIONS and not res.converged
     assert max(res.history.error[20:]) < 1e-9
     assert _rel(x, ref) < 1e-12
@@ -59,7 +60,7 @@ def test_rank_one_a_with_b_outside_its_row_space():
     rng = np.random.default_rng(3)
     X = rng.standard_normal((50, 1)) @ rng.standard_normal((1, 8))
     b = rng.standard_normal(50)
-    x, res = lstsq(X, b, return_result=True)
+    x, res = solve_least_squares(X, b, return_result=True)
     assert res.converged
     assert _rel(x, np.linalg.lstsq(X, b, rcond=None)[0]) < 1e-10
 
@@ -172,7 +173,7 @@ def _noisy_design(m=1000, k=100, noise=0.01, seed=0):
 def test_data_parallel_lstsq_returns_the_least_squares_x(workers, noise):
     # was: status converged with x 86 % / 19 % / 64 % away from numpy.linalg.lstsq
     X, y, ref = _noisy_design(noise=noise)
-    x, res = lstsq(X, y, workers=workers, return_result=True)
+    x, res = solve_least_squares(X, y, workers=workers, return_result=True)
     assert res.converged and res.info["mode"] == "gram"
     assert _rel(x, ref) < 1e-10
 
@@ -180,8 +181,8 @@ def test_data_parallel_lstsq_returns_the_least_squares_x(workers, noise):
 def test_paper_mode_on_noisy_data_says_inexact_not_converged():
     X, y, ref = _noisy_design()
     with pytest.warns(RuntimeWarning, match="NOT certified"):
-        x = lstsq(X, y, workers=4, mode="paper", max_iter=400)
-    x, res = lstsq(X, y, workers=4, mode="paper", max_iter=400, return_result=True)
+        x = solve_least_squares(X, y, workers=4, mode="paper", max_iter=400)
+    x, res = solve_least_squares(X, y, workers=4, mode="paper", max_iter=400, return_result=True)
     assert res.status is Status.INEXACT and not res.converged
     assert res.info["probe_gap"] > 1e-3                      # the measured inconsistency
     assert _rel(x, ref) > 1e-3                               # and indeed it is not lstsq's x
@@ -190,7 +191,7 @@ def test_paper_mode_on_noisy_data_says_inexact_not_converged():
 def test_paper_mode_on_consistent_data_is_verified():
     X, _, _ = _noisy_design(m=400, k=40)
     w = np.random.default_rng(1).standard_normal(40)
-    x, res = lstsq(X, X @ w, workers=4, mode="paper", return_result=True)
+    x, res = solve_least_squares(X, X @ w, workers=4, mode="paper", return_result=True)
     assert res.status is Status.CONVERGED and res.info["probe_gap"] < 1e-9
     assert _rel(x, w) < 1e-8
 
@@ -198,14 +199,14 @@ def test_paper_mode_on_consistent_data_is_verified():
 def test_paper_mode_without_verification_is_unverified():
     X, _, _ = _noisy_design(m=400, k=40)
     w = np.random.default_rng(1).standard_normal(40)
-    _, res = lstsq(X, X @ w, workers=4, mode="paper", verify=False, return_result=True)
+    _, res = solve_least_squares(X, X @ w, workers=4, mode="paper", verify=False, return_result=True)
     assert res.status is Status.UNVERIFIED and not res.converged
 
 
 def test_distributed_rank_deficient_noisy_lstsq():
     # was: 589x off with workers=4
     X, y, ref = _collinear_regression()
-    x, res = lstsq(X, y, workers=4, return_result=True)
+    x, res = solve_least_squares(X, y, workers=4, return_result=True)
     assert res.converged and _rel(x, ref) < 1e-10
 
 

@@ -200,22 +200,8 @@ def validate_train_config(cfg: TrainConfig, source: str = "<config>") -> None:
 
 def parse_overrides(items: List[str]) -> dict:
     """``["optim.steps=500", "model.layers=2"]`` -> nested dict; values are parsed as YAML."""
-    out: dict = {}
-    for item in items:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} must look like section.key=value "
-                             "(e.g. optim.steps=500)")
-        key, _, text = item.partition("=")
-        parts = key.strip().split(".")
-        if len(parts) != 2 or not all(parts):
-            raise ValueError(f"override {item!r}: the key must be section.key, one of the "
-                             f"sections {list(_SECTIONS)} (e.g. optim.steps=500)")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as exc:
-            raise ValueError(f"override {item!r}: cannot read the value ({exc})") from None
-        out.setdefault(parts[0], {})[parts[1]] = value
-    return out
+    from ..config import parse_overrides as _parse
+    return _parse(items, _SECTIONS)
 
 
 def shipped_train_dir() -> str:

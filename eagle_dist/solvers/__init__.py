@@ -1,14 +1,15 @@
 """Single-machine solvers: EAGLE (centralized / sketched), GD, SGD and the direct and Krylov baselines.
 
-Every entry of :data:`METHODS` has the signature ``fn(problem, opts, **method_kwargs) -> SolveResult``.
+Every entry of :data:`METHODS` has the signature ``fn(problem, opts, **method_kwargs) -> SolveResult``
+(``opts``: :class:`eagle_dist.options.SolveOptions`). The EAGLE/GD/SGD loop is
+:mod:`eagle_dist.solvers.loop`; the direct and Krylov baselines :mod:`.baselines`.
 """
 from __future__ import annotations
 
 from functools import partial
 
 from . import baselines
-from ..control import SolverOptions
-from .eagle import eagle
+from .loop import eagle
 
 
 def _gd(problem, opts, **kw):
@@ -30,7 +31,4 @@ METHODS = {
     "pinv": baselines.pinv,
 }
 
-ITERATIVE = ("eagle", "gd", "sgd", "cg", "lsmr", "lsqr")
-SKETCHABLE = ("eagle", "sgd", "gd")
-
-__all__ = ["METHODS", "ITERATIVE", "SKETCHABLE", "SolverOptions", "eagle"]
+__all__ = ["METHODS", "eagle"]
