@@ -97,10 +97,13 @@ def supervise(launcher: Launcher, payloads: List[Any], timeout: float,
     return the ranks' results in rank order or raise :class:`WorkerFailure` naming the rank."""
     check_timeouts(timeout, startup_timeout)
     world = len(payloads)
-    term = _SigtermFlag()
+    term: Optional[_SigtermFlag] = None
     clean = False
     try:
         launcher.start(payloads, timeout, startup_timeout)
+        # after the start: ray.init installs Ray's own SIGTERM handlers, which must not replace
+        # ours (theirs become the "previous handler" that gets the signal after the clean-up)
+        term = _SigtermFlag()
         t_start = time.monotonic()
         results: Dict[int, Any] = {}
         failures: Dict[int, str] = {}
@@ -146,9 +149,11 @@ def supervise(launcher: Launcher, payloads: List[Any], timeout: float,
         clean = True
         return [results[r] for r in range(world)]
     finally:
-        term.restore()
+        if term is not None:
+            term.restore()
         launcher.stop(clean)
-        term.die_if_caught(launcher.name)
+        if term is not None:
+            term.die_if_caught(launcher.name)
 
 
 _PEER_ERRORS = ("gloo", "nccl", "Connection closed", "Read error", "Timed out", "timed out",
