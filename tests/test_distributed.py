@@ -91,6 +91,19 @@ def test_paper_mode_is_not_converged_on_a_direction_no_round_can_move():
     assert gram.converged and np.linalg.norm(gram.D - ref) <= 1e-7 * np.linalg.norm(ref)
 
 
+@pytest.mark.parametrize("mode", ["gram", "paper"])
+def test_tiny_scales_keep_their_answer(mode):
+    """Regression (issue 17): with blocks near 1e-200 the factor s_B·s_C/s_A underflowed to 0
+    and D = 0 came back `converged`; the exponent is now kept as an integer (BlockScale)."""
+    rng = np.random.default_rng(0)
+    A, W, Z = rng.standard_normal((10, 30)), rng.standard_normal((2, 10)), rng.standard_normal((30, 2))
+    s = 1e-200
+    prob = Problem.from_arrays(A * s, (W @ A) * s, (A @ Z) * s)
+    res = solve(prob, "eagle", workers=2, mode=mode)
+    ref = W @ A @ Z * s                                   # B A⁺ C, known by construction
+    assert res.converged and np.abs(res.D - ref).max() <= 1e-10 * np.abs(ref).max()
+
+
 def test_random_and_explicit_shards_converge():
     rng = np.random.default_rng(0)
     A = rng.standard_normal((20, 60))
