@@ -4,9 +4,11 @@ from .api import ConvergenceWarning, SolveError, solve, solve_least_squares
 from .kernels import eagle_update
 from .options import SolveOptions
 from .problem import Problem
+from .solvers.factor import EagleFactorization, factorize
 from .result import History, SolveResult, Status
 
 __version__ = "0.1.0"
 
-__all__ = ["Problem", "solve", "solve_least_squares", "SolveOptions", "SolveResult", "Status", "History", "SolveError", "ConvergenceWarning",
+__all__ = ["Problem", "solve", "solve_least_squares", "SolveOptions", "factorize",
+           "EagleFactorization", "SolveResult", "Status", "History", "SolveError", "ConvergenceWarning",
            "eagle_update", "__version__"]

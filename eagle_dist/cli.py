@@ -521,9 +521,18 @@ def main(argv: Optional[List[str]] = None) -> int:
         return args.fn(args)
     except (ValueError, TypeError) as exc:
         parser.exit(2, f"eagle-dist: error: {exc}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, "eagle-dist: interrupted\n")
     except MemoryError:
         parser.exit(2, "eagle-dist: error: out of memory; use smaller sizes\n")
+    except RecursionError:                      # (a RuntimeError: handled before it)
+        parser.exit(2, "eagle-dist: error: input nested too deeply to process\n")
     except RuntimeError as exc:
+        from .distributed import WorkerFailure
+        if isinstance(exc, WorkerFailure):
+            # a worker died or hung: the runtime already stopped the others and its message
+            # names the rank, its node and the cause — print it, no traceback
+            parser.exit(4, f"eagle-dist: distributed run failed: {exc}\n")
         # torch reports a failed allocation as RuntimeError ("DefaultCPUAllocator: can't
         # allocate …", "CUDA out of memory"): say what it is, not a traceback
         text = str(exc)
@@ -532,8 +541,6 @@ def main(argv: Optional[List[str]] = None) -> int:
                         f"{text.strip().splitlines()[0][:200]}); use smaller sizes "
                         "(optim.batch, model.n, --prompts)\n")
         raise
-    except RecursionError:
-        parser.exit(2, "eagle-dist: error: input nested too deeply to process\n")
     except OSError as exc:            # e.g. the disk filled up while writing the results
         parser.exit(2, f"eagle-dist: error: {exc}\n")
     return 0

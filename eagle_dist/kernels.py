@@ -157,6 +157,29 @@ def eagle_update(
     return A_new, B_new, C_new, D_new
 
 
+def lift_step(X: Tensor, F: Tensor, G: Tensor, coeffs, *, side: str = "right",
+              update_x: bool = True) -> Tuple[Tensor, Tensor]:
+    """The A-update of EAGLE as an odd polynomial in Gram form, with its accumulated factor.
+
+    ``P = a I + b G + c G²`` with ``G = XᵀX`` (``side="right"``: ``X ← X P``, ``F ← F P``) or
+    ``G = X Xᵀ`` (``"left"``: ``X ← P X``, ``F ← P F``), so ``X = X₀ F`` (or ``F X₀``) and the
+    singular values of X are mapped by ``σ → aσ + bσ³ + cσ⁵``. EAGLE's stable update
+    (:func:`eagle_update` with ``η = 1/3``, ``ρ = 1``, rescale ``3/2``) is ``(a, b, c) =
+    (3/2, −1/2, 0)``; the linear-system fast path (:mod:`eagle_dist.solvers.factor`) uses greedy
+    minimax quintics (:mod:`eagle_dist.polynomials`) and keeps F instead of B. ``update_x=False``
+    updates F only (the last step, whose X is not needed). Never modifies its inputs."""
+    a, b, c = (float(v) for v in coeffs)
+    P = G * b
+    if c != 0.0:
+        P = torch.addmm(P, G, G, alpha=c)                        # b G + c G²      (m, m)
+    P.diagonal().add_(a)                                         # + a I
+    if side == "right":
+        return (X @ P if update_x else X), F @ P
+    if side != "left":
+        raise ValueError(f"side={side!r}; use 'right' (X P) or 'left' (P X)")
+    return (P @ X if update_x else X), P @ F
+
+
 def _outer_update(A, B, C, D, K, BAt, sym, *, eta, gamma, rho, scale, do_ab, m) -> Blocks:
     """:func:`eagle_update` from the outer Gram ``K = A Aᵀ`` and ``BAt = B Aᵀ``: the d > n form,
     and the Gram mode of distributed EAGLE (K, BAt all-reduced over shards; then it never needs

@@ -73,6 +73,12 @@ class SolveOptions:
     rcond: Optional[float] = _opt(None, "EAGLE: singular values below rcond·σ_max count as zero "
                                   "(default sqrt(eps))", "eagle")
     accelerate: bool = _opt(False, "EAGLE: freeze A, B once A is conditioned", "eagle")
+    fast_path: bool = _opt(True, "EAGLE on a linear system (C = I, centralized): lift A alone "
+                           "with quintic steps and solve with the factor, certified by the true "
+                           "residual (eagle_dist.factorize); false: the C/D iteration", "eagle")
+    precision: str = _opt("auto", "EAGLE fast path: float64 | float32 (lift in float32, finish "
+                          "and refine in float64) | auto (float32 from min(n, d) = 512)", "eagle",
+                          choices=("auto", "float64", "float32"))
     # -- compute-limited ---------------------------------------------------------------------
     sketch_size: Optional[int] = _opt(None, "compute-limited regime: r columns per iteration "
                                       "(EAGLE/SGD)", "sketch")
@@ -177,7 +183,7 @@ class SolveOptions:
         if self.threads is not None and (not integer(self.threads) or self.threads < 1):
             raise ValueError(f"threads={self.threads!r} must be a positive integer or None "
                              "(automatic)")
-        for name in ("progress", "record_error", "accelerate", "verify", "throw"):
+        for name in ("progress", "record_error", "accelerate", "verify", "throw", "fast_path"):
             if not isinstance(getattr(self, name), (bool, np.bool_)):
                 raise ValueError(f"{name}={getattr(self, name)!r} must be True or False")
         if self.callback is not None and not callable(self.callback):
@@ -189,6 +195,7 @@ class SolveOptions:
                 and not _is_float_dtype(self.dtype):
             raise TypeError(f"dtype={self.dtype!r} is not supported; use 'float32' or 'float64'")
         for name, allowed in (("norm", ("auto", "stable", "power")),
+                              ("precision", ("auto", "float64", "float32")),
                               ("sketch_kind", ("orthonormal", "sample")),
                               ("backend", BACKENDS), ("normalization", ("local", "global")),
                               ("mode", ("auto", "paper", "gram"))):
@@ -215,7 +222,8 @@ class SolveOptions:
             sketch_size=self.sketch_size if self.sketch_size is None else int(self.sketch_size),
             threads=None if self.threads is None else int(self.threads),
             progress=bool(self.progress), record_error=bool(self.record_error),
-            accelerate=bool(self.accelerate), verify=bool(self.verify), throw=bool(self.throw))
+            accelerate=bool(self.accelerate), verify=bool(self.verify), throw=bool(self.throw),
+            fast_path=bool(self.fast_path))
         if method is not None:
             out._check_applies(method, store)
         return out
@@ -264,6 +272,8 @@ APPLIES_TO: Dict[str, tuple] = {
     "norm": (LOOP_EAGLE, ("centralized", "sketched")),
     "rcond": (("eagle",), None),
     "accelerate": (("eagle",), None),
+    "fast_path": (("eagle",), ("centralized",)),
+    "precision": (("eagle",), ("centralized",)),
     "sketch_size": (SKETCHABLE, ("sketched",)),
     "sketch_kind": (SKETCHABLE, ("sketched",)),
     "target_residual": (None, ("centralized", "sketched")),
@@ -275,7 +285,7 @@ APPLIES_TO: Dict[str, tuple] = {
     "timeout": (DISTRIBUTED_METHODS, ("distributed",)),
     "startup_timeout": (DISTRIBUTED_METHODS, ("distributed",)),
     "address": (DISTRIBUTED_METHODS, ("distributed",)),
-    "kernel": (("eagle",), ("distributed",)),
+    "kernel": (("eagle", "gd"), ("distributed",)),
 }
 
 

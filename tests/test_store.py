@@ -94,7 +94,7 @@ def test_store_solve_matches_the_in_memory_solve(consistent, mode):
     A, W, s = consistent
     prob = Problem.from_arrays(A, W @ A, None, W)
     mem = solve(prob, "eagle", workers=3, mode=mode, tol=1e-12)
-    res = solve(s, "eagle", workers=3, mode=mode, tol=1e-12)
+    res = solve(s, "eagle", workers=3, mode=mode, tol=1e-12, record_error=True)
     assert res.converged and mem.converged
     assert res.rounds == mem.rounds and res.info["loaded_by_worker"]
     np.testing.assert_allclose(res.D, mem.D, rtol=0, atol=1e-12 * np.abs(mem.D).max())
@@ -108,8 +108,8 @@ def test_store_without_answer_needs_no_reference_and_says_why_when_asked(tmp_pat
     A = rng.standard_normal((8, 40))
     s = write_store(tmp_path / "s", A, rng.standard_normal((1, 8)) @ A)
     with pytest.raises(ValueError, match="no D_true"):
-        solve(s, "eagle", workers=2)
-    res = solve(s, "eagle", workers=2, record_error=False)
+        solve(s, "eagle", workers=2, record_error=True)       # asked for errors: says why not
+    res = solve(s, "eagle", workers=2)                        # the default needs no reference
     assert res.converged and np.isnan(res.error)
     ref = s.to_problem().reference
     assert np.linalg.norm(res.D - ref) <= 1e-10 * np.linalg.norm(ref)
@@ -146,7 +146,8 @@ def test_cli_shards_a_matrix_market_file_and_solves_the_store(tmp_path):
     s = ColumnStore.open(out)
     assert (s.n, s.d, len(s.parts)) == (176, 313, 7) and s.has_d_true   # A = Mᵀ: samples sharded
     r = subprocess.run([sys.executable, "-m", "eagle_dist.cli", "solve", "--store", str(out),
-                        "--workers", "3", "--methods", "eagle,cg", "--max-iter", "3000"],
+                        "--workers", "3", "--methods", "eagle,cg", "--max-iter", "3000",
+                        "--record-error"],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     eagle_row = next(ln for ln in r.stdout.splitlines() if ln.startswith("| eagle"))

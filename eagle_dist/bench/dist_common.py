@@ -37,6 +37,8 @@ def distributed_solve(problem: Problem, shards, method: str, **kw):
     """Distributed EAGLE (``"eagle"``, ``"eagle-accel"``), GD (``"gd"``) or CG on the normal
     equations (``"cg"``; at M = 1 the centralized CG, the same iteration) through the public API."""
     if method == "cg":
+        if len(shards) == 1:                      # M = 1: the centralized CG (no shards to pass)
+            return solve(problem, "cg", **kw)
         return solve(problem, "cg", workers=len(shards), shards=[np.asarray(s) for s in shards],
                      **kw)
     base = "gd" if method == "gd" else "eagle"

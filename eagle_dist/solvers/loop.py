@@ -40,6 +40,7 @@ import torch
 from ..kernels import (default_rcond, eagle_update, lift_cap, lift_point, orthonormal_sketch,
                        sampling_sketch, spectral_norm_sq, well_conditioned)
 from ..result import SolveResult, Status, unscale_completion
+from .factor import eagle_fast, fast_path_applies
 from ..control import (Monitor, SolverOptions, _norm64, identity_c, reference_tensor, resolve_device,
                        resolve_dtype, scaled_tensors)
 
@@ -89,6 +90,7 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
         sketch_size = int(sketch_size)
         if sketch_kind not in SKETCH_KINDS:
             raise ValueError(f"sketch_kind={sketch_kind!r}; use one of {SKETCH_KINDS}")
+    eta_given, norm_given = eta, norm
     if eta is None:
         eta = sketched_eta(sketch_size, problem.d) if sketch_size is not None else 1.0 / 3.0
     if not _real(eta) or not (0.0 <= eta < 1.0):
@@ -113,6 +115,18 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
     if norm == "stable" and (eta > 1.0 / 3.0 or sketch_size is not None):
         raise ValueError("norm='stable' needs eta <= 1/3 and no sketch (the rescale keeps ‖A‖₂ = 1 "
                          "only then); use norm='power'")
+
+    fell_back = None
+    if fast_path_applies(problem, opts, sketch_size=sketch_size, eta=None if eta_given is None
+                         else eta, gamma=gamma, norm=norm_given, accelerate=accelerate,
+                         method_name=method_name):
+        fast = eagle_fast(problem, opts, rcond=rcond)
+        if fast.converged:
+            return fast
+        # not certified (a rank-deficient, inconsistent system can hit the lift's rounding
+        # floor): the C/D iteration, whose filtered step has no such floor, takes over
+        fell_back = (f"fast path not certified (check {fast.info['check']:.3g} after "
+                     f"{fast.info['refinements']} refinements): solved by the C/D iteration")
 
     # Every block is divided by a power of two first (exact): data at 1e-170 or 1e200 is then
     # handled at unit scale, and D = 2^(b+c−a) D' is undone at the end (result.BlockScale)
@@ -225,6 +239,8 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
             "best_iteration": mon.best_iteration}
     if range_note:
         info["range"] = range_note
+    if fell_back:
+        info["fast_path"] = fell_back
     if eta == 0.0 and not math.isnan(mon.last_residual):
         info["residual"] = mon.last_residual
     if system is not None:
