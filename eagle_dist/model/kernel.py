@@ -20,7 +20,6 @@ The runtime's D is EAGLE's sign; the transformer's D block is its negative (the 
 """
 from __future__ import annotations
 
-import copy
 from typing import Any, Dict, List, Optional
 
 import numpy as np
