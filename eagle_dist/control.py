@@ -238,7 +238,10 @@ class Monitor:
         self.best_iteration = 0
         self._rising = 0
         self.desc = desc or "solve"
-        self._progress = Progress(self.desc, opts.max_iter, "it", opts.progress)
+        # no total: a bar against the iteration cap gives meaningless percentages and ETAs; the
+        # line shows what drives convergence instead (the lift phase, then step vs tol, or the
+        # error / residual against its target)
+        self._progress = Progress(self.desc, None, "it", opts.progress)
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -263,8 +266,16 @@ class Monitor:
         err = self.error_of(D_new) if want_err else float("nan")
         res, res_ok = self._system_residual(D_new)
         self.history.append(step, err, self.elapsed(), rho, res)
-        self._progress.update(self.iteration, "step %.2e, error %.2e" % (step, err),
-                              step=f"{step:.2e}", err=f"{err:.2e}")
+        o = self.opts
+        if self.iteration < self.certify_from:
+            phase = f"lift phase {self.iteration}/{self.certify_from}"
+        elif o.target_error is not None:
+            phase = f"error {err:.1e} → target {o.target_error:.0e}"
+        elif o.target_residual is not None:
+            phase = f"residual {res:.1e} → target {o.target_residual:.0e}"
+        else:
+            phase = f"step {step:.1e} → tol {o.tol:.0e}"
+        self._progress.update(self.iteration, phase, phase=phase)
         status = self._decide(step, err, dn, C_norm, D_new, res_ok)
         if status is not None:
             self.close()

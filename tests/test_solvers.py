@@ -526,3 +526,14 @@ def test_krylov_baselines_use_sparse_products_on_sparse_data(method):
     assert np.linalg.norm(res.D - ref) <= 1e-8 * np.linalg.norm(ref)
     dense = Problem.from_arrays(rng.standard_normal((10, 12)), rng.standard_normal((1, 12)))
     assert solve(dense, method, tol=1e-10).info["format"] == "dense"
+
+
+def test_cg_cut_by_max_iter_returns_its_progress_not_zero():
+    """Regression: the guard against null-space wandering kept the iterate with the smallest
+    normal-equations residual, which on this ill-conditioned run was W₀ = 0 — CG returned D = 0
+    (error 1.0) after its iterates had reached 5e-9. The least-squares residual decides now."""
+    from eagle_dist.data import distribution
+    p = distribution("svd", 240, 240, seed=2, definition="paper")
+    res = solve(p, "cg", target_error=1e-10, max_iter=3000)
+    assert res.status is Status.MAX_ITERATIONS
+    assert res.error < 1e-7 and res.info["returned_iteration"] == 3000

@@ -221,8 +221,20 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
     if status is Status.NON_FINITE and not bool(torch.isfinite(D).all()):
         # the status promises the last finite iterate, never NaNs
         D = D_old if bool(torch.isfinite(D_old).all()) else torch.zeros_like(D)
+    returned = mon.iteration
+    if status is Status.NON_FINITE:
+        returned = -1
     elif status is not Status.CONVERGED and system is None and st["best"][1] is not W:
-        D = st["best"][1] @ C                        # never worse than the best residual seen
+        # the iterate with the smallest normal-equations residual guards against wandering in
+        # the null space of A Aᵀ (same LS residual, growing W); but that residual is not
+        # monotone, and on an ill-conditioned run cut by max_iter it can be W₀ = 0 — keep the
+        # last iterate when its TRUE least-squares residual is clearly smaller (CG on the
+        # normal equations decreases it monotonically in exact arithmetic)
+        r_best = _norm64(B - st["best"][1] @ A)
+        r_last = _norm64(B - W @ A)
+        if not r_last < 0.999 * r_best:
+            D = st["best"][1] @ C                    # never worse than the best residual seen
+            returned = st["best"][2]
     D_np, range_note = unscale_completion(D.to(torch.float64).cpu().numpy(), bscale,
                                           np.float32 if dtype == torch.float32 else np.float64)
     if range_note:
@@ -233,7 +245,7 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
                        info={"device": str(device), "check": mon.last_residual,
                              **({"range": range_note} if range_note else {}),
                              "check_rule": "min(S1, S2) of LSQR on B - W A",
-                             "best_iteration": st["best"][2],
+                             "best_iteration": st["best"][2], "returned_iteration": returned,
                              **({"rel_residual": mon.last_system_residual} if system else {})})
 
 

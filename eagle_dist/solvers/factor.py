@@ -350,12 +350,17 @@ def fast_path_applies(problem, opts: SolveOptions, *, sketch_size, eta, gamma, n
                       method_name: str) -> bool:
     """EAGLE on ``W A = B`` (C = I) with nothing that needs the iteration itself: no sketch,
     default step sizes and normalisation, no per-iteration control (callback, time budget, an
-    explicit iteration cap)."""
+    iteration cap below :data:`FAST_PATH_MIN_ITER`)."""
     from ..control import identity_c
     return (opts.fast_path and method_name == "eagle" and sketch_size is None and eta is None
             and gamma == 1.0 and norm == "auto" and not accelerate and opts.callback is None
-            and opts.time_budget is None and opts.max_iter == SolveOptions().max_iter
+            and opts.time_budget is None and opts.max_iter >= FAST_PATH_MIN_ITER
             and identity_c(problem))
+
+
+#: the fast path takes at most ~15 lift steps and MAX_REFINE refinements; a smaller max_iter is a
+#: request for the step-by-step iteration (which honours the cap exactly)
+FAST_PATH_MIN_ITER = 32
 
 
 def eagle_fast(problem, opts: SolveOptions, *, rcond: Optional[float]) -> SolveResult:
