@@ -390,12 +390,24 @@ class Monitor:
 SMALL_PROBLEM_ENTRIES = 250_000
 
 
+def machine_is_busy() -> bool:
+    """Whether other work already fills the cores (1-minute load average ≥ cores − 0.5). Then a
+    multi-threaded BLAS call spends its time waiting for descheduled threads: measured on this
+    2-core machine at load 12, a 1000 x 1000 float64 lstsq took 106 s with torch's 2 threads."""
+    import os
+    try:
+        return os.getloadavg()[0] >= (os.cpu_count() or 1) - 0.5
+    except (OSError, AttributeError):
+        return False
+
+
 @contextlib.contextmanager
 def thread_budget(entries: int, threads: Optional[int] = None):
     """Run the enclosed solve on ``threads`` torch threads (``None``: 1 for small problems, else
     torch's current setting); the previous setting is restored afterwards."""
     old = torch.get_num_threads()
-    want = threads if threads is not None else (1 if entries < SMALL_PROBLEM_ENTRIES else old)
+    want = threads if threads is not None else (
+        1 if entries < SMALL_PROBLEM_ENTRIES or machine_is_busy() else old)
     if want != old:
         torch.set_num_threads(int(want))
     try:
