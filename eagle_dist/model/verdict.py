@@ -154,8 +154,10 @@ def judge(*, median: float, mean: float, zero: float, eagle_ref: float, gd_ref: 
     for name, v in (("zero", zero), ("eagle_ref", eagle_ref), ("gd_ref", gd_ref)):
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
             raise ValueError(f"{name}={v!r}: a positive finite reference MSE is needed")
-    refs = (f"EAGLE ({'sketched, ' if eagle_ref_name == SKETCHED_THEORY else ''}theory "
-            f"constants) {eagle_ref:.3g}, the GD-like rule {gd_ref:.3g}, the zero predictor "
+    which = {SKETCHED_THEORY: "EAGLE (sketched, theory constants)",
+             DISTRIBUTED_THEORY: "distributed EAGLE (theory constants)"}.get(
+        eagle_ref_name, "EAGLE (theory constants)")
+    refs = (f"{which} {eagle_ref:.3g}, the GD-like rule {gd_ref:.3g}, the zero predictor "
             f"{zero:.3g} (medians on the same prompts"
             + (f"; noisy prompts, variance {noise_var:g}: no predictor gets below ≈ {noise_var:g}"
                if noise_var > 0 else "") + ")")
