@@ -131,7 +131,7 @@ class SolveOptions:
 
     def given(self) -> FrozenSet[str]:
         """The options that differ from their defaults (what a caller set)."""
-        default = SolveOptions()
+        default = _DEFAULT
         return frozenset(f.name for f in fields(self)
                          if not _same(getattr(self, f.name), getattr(default, f.name)))
 
@@ -263,6 +263,8 @@ class SolveOptions:
         if dist and self.sketch_size is not None:
             raise ValueError("sketch_size and workers > 1 cannot be combined; pick one regime")
 
+
+_DEFAULT = SolveOptions()
 
 #: option -> (methods it applies to or None = all, regimes or None = all). Checked only for the
 #: options a caller set (differing from the default).

@@ -36,6 +36,7 @@ tiny eigenvalues and its inverse is taken by an eigendecomposition with those di
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -56,6 +57,9 @@ LIFT_DELTA = 0.5
 MIXED_MIN_DIM = 512
 #: refinement steps before a solve is declared not certifiable by this path
 MAX_REFINE = 6
+#: up to this small dimension ‖A‖₂ comes from an eigenvalue solve of the Gram (exact and cheaper
+#: than a power iteration there)
+SMALL_EXACT_NORM = 256
 
 
 @dataclass
@@ -195,6 +199,21 @@ def certify_lower_bound(G: torch.Tensor, *, hi: float, floor: float) -> Tuple[fl
     return cands[best], tests
 
 
+def _on_grid(ell: float, hi: float, floor: float) -> float:
+    """The largest ``hi·2^(−j/2) ≤ ell`` (the grid of :func:`certify_lower_bound`), ≥ floor."""
+    if ell <= floor:
+        return floor
+    j = math.ceil(-2.0 * math.log2(ell / hi))
+    return max(floor, hi * 2.0 ** (-j / 2.0)) if j > 0 else hi * 2.0 ** -0.5
+
+
+@functools.lru_cache(maxsize=512)
+def _schedule(ell: float, hi: float, delta: float):
+    """The greedy quintic schedule (Remez exchanges: milliseconds); ``ℓ`` comes from the
+    half-octave grid of :func:`certify_lower_bound`, so few distinct schedules are ever built."""
+    return list(poly.lift_schedule(ell, hi, delta=delta))
+
+
 def _gram(X: torch.Tensor, side: str) -> torch.Tensor:
     return X.T @ X if side == "right" else X @ X.T
 
@@ -238,15 +257,26 @@ def factorize(A, *, precision: str = "auto", rcond: Optional[float] = None,
     ea = pow2_exponent(A_np)
     A1 = torch.tensor(np.ldexp(A_np, -ea), dtype=torch.float64, device=dev)
     G0 = _gram(A1, side)                                           # (m, m), float64
-    lam, _ = spectral_norm_sq(G0, iters=60, rtol=1e-10)            # ≈ λ_max(G0)^2
-    lam = math.sqrt(lam)
+    ev = None
+    if m <= SMALL_EXACT_NORM:
+        ev = torch.linalg.eigvalsh(G0)                             # cheaper than the iterations
+        lam = float(ev[-1])
+    else:
+        lam, _ = spectral_norm_sq(G0, iters=60, rtol=1e-10)        # ≈ λ_max(G0)^2
+        lam = math.sqrt(lam)
     if not (lam > 0 and math.isfinite(lam)):
         raise ValueError("A looks numerically zero after power-of-two scaling")
     c = 1.0 / math.sqrt(lam * 1.005)                               # ‖c A1‖₂ ≈ 0.9975, ≤ 1.01
     A1 = A1 * c
     G0 = G0 * (c * c)
-    ell, tests = certify_lower_bound(G0, hi=1.0, floor=rcond)
-    steps = poly.lift_schedule(ell, 1.0, delta=delta)
+    if ev is not None:
+        # small m: the eigenvalues are at hand; eigvalsh is backward stable (each computed λ
+        # within ~m·eps·‖G‖ of an exact one), so that margin makes the bound rigorous
+        lam_min = float(ev[0]) * (c * c) - 10.0 * m * torch.finfo(torch.float64).eps
+        ell, tests = _on_grid(math.sqrt(lam_min) if lam_min > 0 else 0.0, 1.0, rcond), 0
+    else:
+        ell, tests = certify_lower_bound(G0, hi=1.0, floor=rcond)
+    steps = _schedule(ell, 1.0, delta)
     t1 = time.perf_counter()
     fallback = None
     while True:
@@ -305,8 +335,7 @@ def _lift(A1: torch.Tensor, G0: torch.Tensor, steps, side: str, dtype: torch.dty
                     ell, t = certify_lower_bound(G64, hi=st.hi * (1 + st.margin), floor=st.lo)
                     tests += t
                     if ell > st.lo:
-                        steps = steps[:i] + poly.lift_schedule(ell, st.hi * (1 + st.margin),
-                                                               delta=delta)
+                        steps = steps[:i] + _schedule(ell, st.hi * (1 + st.margin), delta)
                         st = steps[i]
             X, F = lift_step(X, F, G, st.poly.coefficients, side=side,
                              update_x=i < len(steps) - 1)
@@ -322,7 +351,12 @@ def _inverse(Gh: torch.Tensor, steps, allow_truncation: bool = True):
     eigendecomposition with the numerically null directions (not lifted: below rcond) dropped."""
     lo = steps[-1].lo_next if steps else 1.0
     fac, info = torch.linalg.cholesky_ex(Gh)
-    if int(info) == 0:
+    if int(info) == 0 and Gh.shape[0] <= SMALL_EXACT_NORM:
+        lam = torch.linalg.eigvalsh(Gh)
+        need = 0.25 * lo * lo if allow_truncation else 1e-6 * float(lam[-1])
+        if float(lam[0]) >= need:
+            return ("cholesky", fac), 0
+    elif int(info) == 0:
         # λ_min by inverse iteration (cheap m² steps with the factor): the lift promised ≥ lo²;
         # a float32 lift may fall short and is still usable for the exact float64 finish while
         # the Gram stays well inside float64's reach (refinement converges at ~eps·cond)
