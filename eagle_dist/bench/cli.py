@@ -6,7 +6,7 @@ import importlib
 # module name (in eagle_dist.bench) -> registered by its ``add_parser``
 SWEEPS = ("kappa", "sketch", "gemm", "rounds", "backends", "train", "suitesparse", "scale",
           "sharded", "noise", "rankdef", "distributions", "stepsize", "seedavg", "evaluate",
-          "noisy", "warmstart")
+          "noisy", "warmstart", "fastpath")
 
 
 def add_bench_parser(sub) -> None:
