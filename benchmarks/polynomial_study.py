@@ -471,7 +471,7 @@ def report(out: str) -> None:
                 vals.append(tr[-1]["error"])
         return f"{max(vals):.1e}" if vals else "–"
 
-    lines = [f"# Faster polynomials with the accuracy kept (issue 16, item 2)", "",
+    lines = ["# Faster polynomials with the accuracy kept (issue 16, item 2)", "",
              "Command: `OMP_NUM_THREADS=1 python benchmarks/polynomial_study.py --out "
              f"{out}` ({meta['seconds']:.0f} s; machine: {meta['machine']}, torch "
              f"{meta['torch']}, {meta['threads']} thread, load average "

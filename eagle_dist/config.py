@@ -17,7 +17,7 @@ import dataclasses
 import os
 import re
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import yaml
@@ -85,10 +85,10 @@ class RunConfig:
 _SECTIONS = {"problem": ProblemConfig, "solve": SolveConfig, "output": OutputConfig}
 
 
-def _merge(base: dict, over: dict) -> dict:
+def merge_dicts(base: dict, over: dict) -> dict:
     out = dict(base)
     for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge_dicts(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -162,7 +162,7 @@ def _measure(node, depth: int = 0, memo=None) -> int:
     return total
 
 
-def _read(path: str, _chain: tuple = ()) -> dict:
+def read_yaml(path: str, _chain: tuple = ()) -> dict:
     path = resolve_config(path)
     real = os.path.realpath(path)
     if real in _chain:
@@ -201,7 +201,7 @@ def _read(path: str, _chain: tuple = ()) -> dict:
         ppath = os.path.join(os.path.dirname(os.path.abspath(path)), parent)
         if not os.path.exists(ppath):
             raise ValueError(f"{path}: inherit: {parent!r} does not exist (looked for {ppath})")
-        raw = _merge(_read(ppath, _chain + (real,)), raw)
+        raw = merge_dicts(read_yaml(ppath, _chain + (real,)), raw)
     return raw
 
 
@@ -387,9 +387,9 @@ def parse_overrides(items: List[str], sections=None) -> dict:
 
 def load_config(path: str, overrides: Optional[dict] = None) -> RunConfig:
     """Read, inherit, override (``{"solve": {"workers": 8}}``) and validate a YAML config."""
-    raw = _read(path)
+    raw = read_yaml(path)
     if overrides:
-        raw = _merge(raw, overrides)
+        raw = merge_dicts(raw, overrides)
     return config_from_dict(raw, path)
 
 

@@ -24,9 +24,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import numbers
 import time
-from dataclasses import dataclass, replace
 from typing import Callable, Optional
 
 import numpy as np
@@ -70,7 +68,7 @@ def resolve_dtype(dtype, default: np.dtype) -> torch.dtype:
 SolverOptions = SolveOptions
 
 
-def _norm64(x: torch.Tensor) -> float:
+def norm64(x: torch.Tensor) -> float:
     """Frobenius norm in float64, scaled by the largest magnitude first (exact power of two), so
     entries near 1e-170 or 1e200 neither underflow to 0 nor overflow to inf when squared."""
     x = x.detach().to(torch.float64)
@@ -83,15 +81,13 @@ def _norm64(x: torch.Tensor) -> float:
     return s * float(torch.linalg.vector_norm(x / s))
 
 
-norm64 = _norm64
-
 
 def relative_residual(A: torch.Tensor, B: torch.Tensor, W: torch.Tensor) -> float:
     """THE residual metric of the linear system ``W A = B``: ``‖W A − B‖_F / ‖B‖_F`` (scaled
     float64 norms; ``‖W A‖_F`` when ``B = 0``). Every method's ``target_residual`` rule and every
     report of a final residual use this one function."""
-    num = _norm64(W.to(A.dtype) @ A - B)
-    den = _norm64(B)
+    num = norm64(W.to(A.dtype) @ A - B)
+    den = norm64(B)
     return num / den if den > 0 else num
 
 
@@ -216,7 +212,7 @@ class Monitor:
         self.last_system_residual = float("nan")   # the last TRUE relative residual computed
         self.ref = reference
         if reference is not None and denominator is None:
-            denominator = _norm64(reference)
+            denominator = norm64(reference)
         self.ref_norm = denominator
         self.history = History()
         self.t0 = time.perf_counter()
@@ -249,7 +245,7 @@ class Monitor:
     def error_of(self, D: torch.Tensor) -> float:
         if self.ref is None:
             return float("nan")
-        diff = _norm64(D.to(self.ref.dtype) - self.ref)
+        diff = norm64(D.to(self.ref.dtype) - self.ref)
         return diff / self.ref_norm if self.ref_norm > 0 else diff
 
     def record(self, D_new: torch.Tensor, D_old: torch.Tensor, *, rho: float = float("nan"),
@@ -258,10 +254,10 @@ class Monitor:
         self.iteration += 1
         # scaled float64 norms: a block of entries ~1e-20 in float32 (or 1e-170 in float64)
         # squares to 0, which made a far-from-converged run stop as "converged" after 2 steps
-        dn = _norm64(D_new)
-        step = _norm64(D_new - D_old) / max(dn, _TINY)
+        dn = norm64(D_new)
+        step = norm64(D_new - D_old) / max(dn, _TINY)
         if dn == 0.0:
-            step = 0.0 if _norm64(D_old) == 0.0 else math.inf
+            step = 0.0 if norm64(D_old) == 0.0 else math.inf
         want_err = self.opts.record_error or self.opts.target_error is not None
         err = self.error_of(D_new) if want_err else float("nan")
         res, res_ok = self._system_residual(D_new)

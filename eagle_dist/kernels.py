@@ -99,7 +99,7 @@ def eagle_update(
                              scale=scale, do_ab=do_ab, m=filter_order)
     if do_ab and sketch is None and A.shape[1] > A.shape[0]:
         # d > n: work with the (n, n) outer Gram K = A Aᵀ, cheaper than the (d, d) one
-        sym = _symmetric_blas(A) if B.is_contiguous() else None   # CPU SYRK/SYMM, see below
+        sym = symmetric_blas(A) if B.is_contiguous() else None   # CPU SYRK/SYMM, see below
         K = sym.outer_gram(A) if sym is not None else A @ A.T        # SYRK: one triangle
         return _outer_update(A, B, C, D, K, B @ A.T, sym, eta=eta, gamma=gamma, rho=rho,
                              scale=scale, do_ab=do_ab, m=filter_order)
@@ -107,7 +107,7 @@ def eagle_update(
     G = sym = None
     if do_ab:
         if sketch is None:
-            sym = _symmetric_blas(A) if B.is_contiguous() else None
+            sym = symmetric_blas(A) if B.is_contiguous() else None
             G = sym.gram(A) if sym is not None else A.T @ A     # (d, d); SYRK: one triangle
         else:
             G = At.T @ At                                        # (r, r)
@@ -335,7 +335,7 @@ def _load_symmetric(dtype: torch.dtype) -> Optional[_SymmetricBlas]:
         return None
 
 
-def _symmetric_blas(A: Tensor) -> Optional[_SymmetricBlas]:
+def symmetric_blas(A: Tensor) -> Optional[_SymmetricBlas]:
     """The SYRK/SYMM routines for ``A`` when they apply, else ``None`` (use torch's GEMMs)."""
     if (not _SYMMETRIC_ENABLED or A.device.type != "cpu"
             or A.dtype not in (torch.float32, torch.float64)

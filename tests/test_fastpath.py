@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from eagle_dist import Problem, Status, factorize, solve, solve_least_squares
+from eagle_dist import Problem, factorize, solve, solve_least_squares
 from eagle_dist.data import controlled
 
 

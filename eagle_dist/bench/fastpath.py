@@ -168,7 +168,6 @@ def _real_section(cfg) -> List[Dict]:
 
 def _mixed_section(cfg) -> List[Dict]:
     from ..data import controlled
-    from ..solvers.factor import factorize
     rows = []
     for n in cfg["mixed"]:
         p = controlled(n, n, 1, 1, kappa=cfg["mixed_kappa"], seed=0)

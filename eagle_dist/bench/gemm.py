@@ -151,7 +151,7 @@ def gemm_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
 
                 ops = {"gemm": lambda: torch.matmul(X, Y), "gram": lambda: A.T @ A,
                        "kernel": kernel_step, "kernel_gemm": kernel_gemm_step}
-                sym = kernels._symmetric_blas(A)
+                sym = kernels.symmetric_blas(A)
                 if sym is not None:
                     ops["syrk"] = lambda: sym.gram(A)
                 timed = _time_interleaved(ops, cfg["warmup"], cfg["runs"], dev)

@@ -21,7 +21,6 @@ import math
 import os
 from typing import Dict, List, Sequence
 
-import numpy as np
 
 from .report import machine_description, markdown_table
 

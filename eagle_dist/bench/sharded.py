@@ -33,8 +33,8 @@ METHODS = ("eagle-gram", "eagle-paper", "cg", "gd")
 
 
 def _problems(orientations, matrices):
-    from ..data.suitesparse import SHIPPED, _manifest
-    man = _manifest()
+    from ..data.suitesparse import SHIPPED, shipped_manifest
+    man = shipped_manifest()
     for orient in orientations:
         names = list(matrices or (SHIPPED if orient == "protocol" else LSTSQ_MATRICES))
         for name in names:

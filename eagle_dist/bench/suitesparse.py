@@ -82,8 +82,8 @@ def _matrix_name(source: str) -> str:
 def _min_dim(source: str) -> int:
     """min(rows, cols) from the Matrix Market size line (no entries read)."""
     import gzip
-    from ..data.suitesparse import _resolve
-    path = _resolve(source)
+    from ..data.suitesparse import resolve_matrix
+    path = resolve_matrix(source)
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as f:
         for raw in f:

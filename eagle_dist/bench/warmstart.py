@@ -139,7 +139,7 @@ def _summary(rows, args, paths) -> None:
             drift=f"{_med(rs, 'drift'):.2g}" if any(r.get("drift") is not None for r in rs) else "—",
             learned=f"{_med(rs, 'learned_error'):.3f}" if any(r.get("learned_error") is not None
                                                              for r in rs) else "—"))
-    cmd = (f"eagle-dist bench warmstart " + " ".join(f"--checkpoint {p}" for p in paths)
+    cmd = ("eagle-dist bench warmstart " + " ".join(f"--checkpoint {p}" for p in paths)
            + f" --prompts {args.prompts} --target {args.target:g} --seed {args.seed} "
            f"--out {args.out}")
     L = ["# Learned distributed rounds as a warm start for certified distributed EAGLE", "",

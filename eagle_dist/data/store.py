@@ -555,10 +555,10 @@ def write_store_from_mtx(source: Union[str, os.PathLike], path: Union[str, os.Pa
     ``layout="protocol"``: the paper's square r x r protocol (:func:`load_suitesparse`, dense,
     with ``rank``, ``c_block``, ``rhs``); its columns are the r chosen columns.
     """
-    from .suitesparse import _resolve, load_mtx, load_suitesparse
+    from .suitesparse import load_mtx, load_suitesparse, resolve_matrix
     if layout not in LAYOUTS:
         raise ValueError(f"layout={layout!r}; use one of {LAYOUTS}")
-    src = _resolve(source)
+    src = resolve_matrix(source)
     stem = src.name.replace(".mtx.gz", "").replace(".mtx", "")
     meta: Dict[str, Any] = dict(source=str(src), layout=layout)
     if layout == "lstsq":

@@ -45,12 +45,12 @@ log = logging.getLogger(__name__)
 _DIR = Path(__file__).resolve().parent / "matrices"
 
 
-def _manifest() -> Dict[str, dict]:
+def shipped_manifest() -> Dict[str, dict]:
     with open(_DIR / "MANIFEST.csv", newline="") as f:
         return {f"{r['group']}/{r['name']}": r for r in csv.DictReader(f)}
 
 
-SHIPPED = tuple(sorted(_manifest()))
+SHIPPED = tuple(sorted(shipped_manifest()))
 
 
 def shipped_path(name: str) -> Path:
@@ -64,7 +64,7 @@ def shipped_path(name: str) -> Path:
     return _DIR / f"{matches[0]}.mtx.gz"
 
 
-def _resolve(source: Union[str, os.PathLike]) -> Path:
+def resolve_matrix(source: Union[str, os.PathLike]) -> Path:
     p = Path(source)
     if p.exists():
         return p
@@ -109,7 +109,7 @@ def load_mtx(source: Union[str, os.PathLike]) -> sp.csr_matrix:
     Pattern matrices read as ones; symmetric files are expanded. Raises ``ValueError`` for a
     missing, unreadable, non-numeric (complex) or dense-array-but-empty file.
     """
-    path = _resolve(source)
+    path = resolve_matrix(source)
     try:
         opener = gzip.open if path.suffix == ".gz" else open
         with opener(path, "rb") as f:
@@ -202,7 +202,7 @@ def protocol_step(source: Union[str, os.PathLike], *, rank: Optional[int] = None
         raise ValueError(f"orient={orient!r}; use one of {ORIENTS}")
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, (int, np.integer))):
         raise ValueError(f"rank={rank!r} must be a positive integer or None (numerical rank)")
-    path = _resolve(source)
+    path = resolve_matrix(source)
     sha = file_sha256(path)
     cache_file = None
     if cache_dir is not None:
@@ -293,7 +293,7 @@ def load_suitesparse(source: Union[str, os.PathLike], *, rank: Optional[int] = N
         raise ValueError(f"c_block={c_block!r}; use 'rest' or 'identity'")
     if rhs not in RHS_RULES:
         raise ValueError(f"rhs={rhs!r}; use one of {RHS_RULES}")
-    path = _resolve(source)
+    path = resolve_matrix(source)
     M = load_mtx(path)
     dense = M.toarray()
     step = protocol_step(path, rank=rank, orient=orient, cache_dir=cache_dir,
@@ -330,7 +330,7 @@ def load_suitesparse(source: Union[str, os.PathLike], *, rank: Optional[int] = N
     else:
         C, D = np.eye(r), (w_true if w_true is not None else None)
     name = path.name.replace(".mtx.gz", "").replace(".mtx", "")
-    man = _manifest()
+    man = shipped_manifest()
     key = next((k for k in man if k.endswith("/" + name) and (_DIR / f"{k}.mtx.gz") == path), name)
     meta = dict(source=str(path), shape=M.shape, nnz=int(np.count_nonzero(M.data)), rank=r,
                 rows=rows, cols=cols, b_row=brow, suitesparse=key, c_block=c_block, rhs=rhs_used,

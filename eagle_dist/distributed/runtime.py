@@ -34,7 +34,7 @@ from ..result import SolveResult
 from .launch_ray import RayLauncher, release_ray_actors, shutdown_ray  # noqa: F401
 from .launch_torch import TorchLauncher
 from .plan import GRAM_AUTO_MAX_ELEMENTS, Plan, assemble, choose_mode, prepare, store_reference  # noqa: F401
-from .protocol import RankResult, RankTask
+from .protocol import RankResult
 from .rank import (STARTUP_TIMEOUT_S, as_tensor, call_entry, init_group, peak_rss_bytes,  # noqa: F401
                    shard_arrays, worker_main)
 from .supervise import LIVENESS_GRACE_S, WorkerFailure, check_timeouts, supervise  # noqa: F401

@@ -56,7 +56,7 @@ import torch
 
 from ..kernels import eagle_update, lift_cap, lift_point, spectral_norm_sq, well_conditioned
 from ..result import Status
-from ..control import (Monitor, SolverOptions, _norm64, cg_check_due, lsq_ratio, normal_cg_step)
+from ..control import (Monitor, SolverOptions, norm64, cg_check_due, lsq_ratio, normal_cg_step)
 from .protocol import LocalKernel, as_local_kernel, is_certified
 
 MODES = ("paper", "gram")
@@ -179,7 +179,7 @@ class ShardWorker:
         if cfg.accelerate and self.update_ab and self.certified and gram is None:
             # the accelerated variant: freeze once ‖I − A^μᵀA^μ‖_F² is tiny (every singular
             # value settled; a change-only test froze before small ones were lifted)
-            change = _norm64(A_new - self.A) / max(_norm64(A_new), 1e-300)
+            change = norm64(A_new - self.A) / max(norm64(A_new), 1e-300)
             if change * change < cfg.accel_tol and well_conditioned(
                     A_new, spectral_norm_sq(A_new, iters=50)[0], margin=cfg.accel_tol * min(A_new.shape)):
                 self.update_ab, self.frozen_at = False, rnd
@@ -234,7 +234,7 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
     cap = max((w.cap or 0) for w in local)
     d_query = C.shape[1]
     eps = torch.finfo(C.dtype).eps
-    c0 = _norm64(C)                                   # the user's C, before the probe joins it
+    c0 = norm64(C)                                   # the user's C, before the probe joins it
 
     # the probe column (paper mode): c = A x and its exact answer B x when data is consistent
     # (M = 1 is the centralized iteration. GD needs no probe when its mean gradient is the full
@@ -250,9 +250,9 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
         setup_bytes += buf.numel() * buf.element_size()
         buf = comm(buf, "sum")
         c, bx = buf[:C.shape[0]], buf[C.shape[0]:]
-        cn = _norm64(c)
+        cn = norm64(c)
         if cn > 0.0:
-            f = max(_norm64(C), 1e-300) / cn              # the probe at the scale of C
+            f = max(norm64(C), 1e-300) / cn              # the probe at the scale of C
             C = torch.cat([C, (c * f).reshape(-1, 1)], dim=1)
             D = torch.cat([D, torch.zeros(D.shape[0], 1, dtype=D.dtype, device=D.device)], dim=1)
             bx = bx * f
@@ -275,7 +275,7 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
     def verify() -> Optional[Status]:
         if is_gd:
             # ‖Aᵀ C_ℓ‖ / ‖Aᵀ C₀‖ over all shards: the part of C still to be transferred
-            g = torch.tensor([sum(_norm64(w.A.T @ state["C"]) ** 2 for w in local)],
+            g = torch.tensor([sum(norm64(w.A.T @ state["C"]) ** 2 for w in local)],
                              dtype=torch.float64)
             ratio = math.sqrt(float(comm(g.to(C.dtype), "sum")[0]) / max(state["g0"], 1e-300))
             return Status.CONVERGED if ratio <= opts.tol else None
@@ -300,7 +300,7 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
         """The paper's mode, probe passed: how much of the user's C is still untransferred
         (every direction weighed equally, unlike the probe). Small: CONVERGED. Shrinking: go
         on. Stalled (at the recent rate the target is > 100·max_iter rounds away): UNVERIFIED."""
-        t = _norm64(state["C"][:, :d_query]) / c0 if c0 > 0.0 else 0.0
+        t = norm64(state["C"][:, :d_query]) / c0 if c0 > 0.0 else 0.0
         state["c_remainder"] = t
         if t <= thr:
             return Status.CONVERGED
@@ -313,15 +313,15 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
         return None
 
     def probe_gap() -> float:
-        num = _norm64(state["D"][:, -1] - bx)
-        den = _norm64(bx)
+        num = norm64(state["D"][:, -1] - bx)
+        den = norm64(bx)
         return num / den if den > 0 else (0.0 if num == 0 else math.inf)
 
     state = {"D": D, "C": C, "K": None, "g0": 1.0, "is_gd": is_gd, "c_remainder": float("nan")}
     if on_round is not None:
         on_round(0)
     mon = Monitor(_quiet(opts, progress=opts.progress and is_main), reference,
-                  desc=f"rounds(M={M}, {cfg.mode})", C0_norm=_norm64(C), denominator=denominator,
+                  desc=f"rounds(M={M}, {cfg.mode})", C0_norm=norm64(C), denominator=denominator,
                   certify_from=certify_from if certified else 0,
                   guard_from=(cap + 1) if (certified and cap) else None,
                   certifier=certifier if certified and cap else None, verify=verify)
@@ -354,7 +354,7 @@ def well_conditioned_gram(K: torch.Tensor) -> bool:
     """Gram-mode certificate: ``K = A Aᵀ`` (normalised, ‖A‖₂ = 1) has ``‖I − K‖_F² ≤ 1/4``."""
     E = K.clone()
     E.diagonal().sub_(1.0)
-    return _norm64(E) ** 2 <= 0.25
+    return norm64(E) ** 2 <= 0.25
 
 
 def _vote(buf: torch.Tensor, mon: Monitor, opts: SolverOptions, is_main: bool) -> None:
@@ -389,7 +389,7 @@ def _reduce_round(buf: torch.Tensor, comm, mon: Monitor, opts: SolverOptions, vo
 def _record(mon: Monitor, D: torch.Tensor, D_old: torch.Tensor, C: torch.Tensor, d_query: int,
             vote: float) -> Optional[Status]:
     """Record a round on the user's columns of D (the probe column, if any, is the last)."""
-    status = mon.record(D[:, :d_query], D_old[:, :d_query], C_norm=_norm64(C))
+    status = mon.record(D[:, :d_query], D_old[:, :d_query], C_norm=norm64(C))
     if mon.on_round is not None:
         mon.on_round(mon.iteration)
     if status is None and vote > 0:
@@ -414,7 +414,7 @@ def _paper_rounds(local, C, D, comm, cfg, mon, state, voting, is_main, setup_byt
             w.scale(1.0 / s2 ** 0.5)
     # "none": a kernel that works on the data's own scale (a trained transformer layer)
     if state["is_gd"]:                                       # GD's residual denominator
-        g = torch.tensor([sum(_norm64(w.A.T @ C) ** 2 for w in local)], dtype=C.dtype,
+        g = torch.tensor([sum(norm64(w.A.T @ C) ** 2 for w in local)], dtype=C.dtype,
                          device=C.device)
         state["g0"] = float(comm(g, "sum")[0])
         setup_bytes += g.numel() * g.element_size()
@@ -523,8 +523,8 @@ def _cg_rounds(local, C, D, comm, cfg, reference, denominator, is_main, on_round
     buf = torch.zeros(nq * n + 2, dtype=C.dtype, device=C.device)
     for w in local:
         buf[:nq * n] += (w.B @ w.A.T).reshape(-1)
-        buf[-2] += _norm64(w.A) ** 2
-        buf[-1] += _norm64(w.B) ** 2
+        buf[-2] += norm64(w.A) ** 2
+        buf[-1] += norm64(w.B) ** 2
     setup_bytes = buf.numel() * buf.element_size()
     buf = comm(buf, "sum")
     R = buf[:nq * n].reshape(nq, n).clone()
@@ -539,14 +539,14 @@ def _cg_rounds(local, C, D, comm, cfg, reference, denominator, is_main, on_round
         for w in local:
             Rm = w.B - st["W"] @ w.A
             b[:nq * n] += (Rm @ w.A.T).reshape(-1)
-            b[-1] += _norm64(Rm) ** 2
+            b[-1] += norm64(Rm) ** 2
         st["check_bytes"] += b.numel() * b.element_size()
         b = comm(b, "sum")
-        return lsq_ratio(math.sqrt(max(float(b[-1]), 0.0)), _norm64(b[:nq * n]), b_norm, a_norm,
-                         _norm64(st["W"]))
+        return lsq_ratio(math.sqrt(max(float(b[-1]), 0.0)), norm64(b[:nq * n]), b_norm, a_norm,
+                         norm64(st["W"]))
 
     def residual() -> float:
-        rec = _norm64(st["R"])                        # replicated: the same gate on every rank
+        rec = norm64(st["R"])                        # replicated: the same gate on every rank
         if rec < st["best"][0]:
             st["best"] = (rec, st["W"], mon.iteration)
         if not cg_check_due(rec, opts.tol, a_norm, b_norm, mon.iteration, st["checked"]):

@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional
 
 import yaml
 
-from ..config import _merge, _read, sections_from_dict
+from ..config import merge_dicts, read_yaml, sections_from_dict
 
 REGIMES = ("unconstrained", "compute_limited", "distributed")
 
@@ -235,9 +235,9 @@ def load_train_config(path: Optional[str] = None, overrides: Optional[List[str]]
     source = "<defaults>"
     if path is not None:
         source = resolve_train_config(path)
-        raw = _read(source)
+        raw = read_yaml(source)
     if overrides:
-        raw = _merge(raw, parse_overrides(overrides))
+        raw = merge_dicts(raw, parse_overrides(overrides))
     return train_config_from_dict(raw, source)
 
 

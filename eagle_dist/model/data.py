@@ -12,7 +12,6 @@ prompts and a resumed run continues with exactly the batches it would have drawn
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 import torch

@@ -281,7 +281,7 @@ def _compression_section(ex: "Extraction") -> List[str]:
           "; ".join(f"L{l + 1} QK {np.round(lv['qk'], 4).tolist()} VP {np.round(lv['vp'], 4).tolist()}"
                     for l, lv in enumerate(ex.levels)), ""]
     if ex.sweep:
-        L += [f"### Sparsity sweep (paper Fig. 10): `sparsity_sweep.png`, `sparsity_sweep.csv`", "",
+        L += ["### Sparsity sweep (paper Fig. 10): `sparsity_sweep.png`, `sparsity_sweep.csv`", "",
               f"Test MSE ({ex.prompts} prompts) of the sparsified and of the sparsified + quantised "
               f"model ({which}) against the threshold factor f (τ = f × mean |w| per matrix); the "
               f"transformer's test MSE is {ex.mse['transformer']:.4g}.", "",

@@ -516,7 +516,7 @@ def write_run_report(res: TrainResult, cfg: TrainConfig, model: LinearTransforme
              f"- test set: {cfg.eval.test_size} prompts (seed {cfg.eval.test_seed})",
              f"- test MSE {mse:.4g} (median {t.get('median', float('nan')):.4g}); zero predictor "
              f"{zero:.4g}; reduction {zero / mse if mse > 0 else float('nan'):.1f}x",
-             f"- per layer: " + ", ".join(f"{v:.4g}" for v in t.get("per_layer", [])),
+             "- per layer: " + ", ".join(f"{v:.4g}" for v in t.get("per_layer", [])),
              *([f"- norm-guarded prediction (the {t['guarded_prompts']} test prompts with "
                 f"‖A‖₂ > {t['guard']:.3g}, the training distribution's {GUARD_QUANTILE:.0%} "
                 f"quantile, scaled down to it and the prediction scaled back; exact for the "

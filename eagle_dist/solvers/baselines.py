@@ -22,7 +22,7 @@ import torch
 
 from ..result import History, SolveResult, Status, pow2_of, unscale_completion
 from ..result import safe_norm
-from ..control import (Monitor, SolverOptions, _norm64, cg_check_due, lsq_ratio, normal_cg_step,
+from ..control import (Monitor, SolverOptions, norm64, cg_check_due, lsq_ratio, normal_cg_step,
                        reference_tensor, relative_residual, resolve_device,
                        resolve_dtype, scaled_tensors, to_tensors)
 
@@ -130,7 +130,7 @@ def lsq_check(A, B, W, tol: float, a_norm: Optional[float] = None):
     Returns ``(value, a_norm)``: ``value = min(S1 ratio, S2 ratio)`` — ``≤ tol`` means passed —
     scaled by the data, so it means the same for data at any scale.
     """
-    xp_norm = (lambda x: _norm64(x)) if isinstance(A, torch.Tensor) else (lambda x: safe_norm(x))
+    xp_norm = (lambda x: norm64(x)) if isinstance(A, torch.Tensor) else (lambda x: safe_norm(x))
     if a_norm is None:
         a_norm = xp_norm(A)
     R = B - W @ A
@@ -159,8 +159,8 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
     ref = reference_tensor(problem, device, want_ref)
     if ref is not None:
         ref = bscale.to_unit(ref)
-    a_norm = _norm64(A)                              # Frobenius, as in LSQR's tests
-    b_norm = _norm64(B)
+    a_norm = norm64(A)                              # Frobenius, as in LSQR's tests
+    b_norm = norm64(B)
     W = torch.zeros(problem.n_query, problem.n, dtype=dtype, device=device)   # rows are independent
     R = B @ A.T                                     # residual of the normal equations at W = 0
     P = R.clone()
@@ -176,13 +176,13 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
         system = (A, B, lambda _D: st["W"])
 
         def estimate() -> float:
-            return _norm64(st["r"]) / b_norm if b_norm > 0 else _norm64(st["r"])
+            return norm64(st["r"]) / b_norm if b_norm > 0 else norm64(st["r"])
 
         def reset(_true: float) -> None:
             st["r"] = B - st["W"] @ A
 
     def residual() -> float:
-        rec = _norm64(st["R"])                       # recurrence ‖(B − WA)Aᵀ‖ (cheap)
+        rec = norm64(st["R"])                       # recurrence ‖(B − WA)Aᵀ‖ (cheap)
         if rec < st["best"][0]:
             st["best"] = (rec, st["W"], mon.iteration)
         # the true residual costs one more product: compute it only when the recurrence says
@@ -230,8 +230,8 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
         # monotone, and on an ill-conditioned run cut by max_iter it can be W₀ = 0 — keep the
         # last iterate when its TRUE least-squares residual is clearly smaller (CG on the
         # normal equations decreases it monotonically in exact arithmetic)
-        r_best = _norm64(B - st["best"][1] @ A)
-        r_last = _norm64(B - W @ A)
+        r_best = norm64(B - st["best"][1] @ A)
+        r_last = norm64(B - W @ A)
         if not r_last < 0.999 * r_best:
             D = st["best"][1] @ C                    # never worse than the best residual seen
             returned = st["best"][2]

@@ -40,15 +40,15 @@ import functools
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
 
 from .. import polynomials as poly
-from ..control import Monitor, SolveOptions, _norm64, relative_residual, resolve_device
+from ..control import SolveOptions, norm64, resolve_device
 from ..kernels import default_rcond, lift_step, spectral_norm_sq
-from ..result import BlockScale, History, SolveResult, Status, pow2_exponent
+from ..result import History, SolveResult, Status, pow2_exponent
 from .baselines import lsq_check
 
 #: half-width of the interval the lift brings the lifted singular values into (then Cholesky)
@@ -142,12 +142,12 @@ class EagleFactorization:
         A1 = self._A1
         W = self._pinv_apply(B1)
         best_W, best_val, passed = W, math.inf, False
-        a_norm, b_norm = _norm64(A1), _norm64(B1)
-        steps = 0
+        a_norm, b_norm = norm64(A1), norm64(B1)
+        steps, prev = 0, math.inf
         for steps in range(max_refine + 1):
             R = B1 - W @ A1
             if target_residual is not None:
-                val = _norm64(R) / b_norm if b_norm > 0 else _norm64(R)
+                val = norm64(R) / b_norm if b_norm > 0 else norm64(R)
                 ok = val <= target_residual
             else:
                 val, _ = lsq_check(A1, B1, W, tol, a_norm)

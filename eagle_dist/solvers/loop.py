@@ -41,7 +41,7 @@ from ..kernels import (default_rcond, eagle_update, lift_cap, lift_point, orthon
                        sampling_sketch, spectral_norm_sq, well_conditioned)
 from ..result import SolveResult, Status, unscale_completion
 from .factor import eagle_fast, fast_path_applies
-from ..control import (Monitor, SolverOptions, _norm64, identity_c, reference_tensor, resolve_device,
+from ..control import (Monitor, SolverOptions, norm64, identity_c, reference_tensor, resolve_device,
                        resolve_dtype, scaled_tensors)
 
 SKETCH_KINDS = ("orthonormal", "sample")
@@ -175,13 +175,13 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
 
     def grad_residual() -> float:
         # GD/SGD certify a residual: ‖Aᵀ C_ℓ‖ / ‖Aᵀ C₀‖, the part of C still to be transferred
-        return _norm64(state["A"].T @ state["C"]) / max(state["AC0"], 1e-300)
+        return norm64(state["A"].T @ state["C"]) / max(state["AC0"], 1e-300)
 
     if eta == 0.0:
-        state["C"], state["AC0"] = C, _norm64(A.T @ C)
+        state["C"], state["AC0"] = C, norm64(A.T @ C)
     mon = Monitor(opts, ref, desc=method_name,
                   denominator=bscale.to_unit(problem.error_denominator) if want_ref else None,
-                  C0_norm=_norm64(C), certify_from=certify_from,
+                  C0_norm=norm64(C), certify_from=certify_from,
                   guard_from=(cap + 1) if (eta > 0.0 and sketch_size is None) else None,
                   certifier=certifier if eta > 0.0 else None,
                   residual=grad_residual if eta == 0.0 else None, system=system)
@@ -216,13 +216,13 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
         if accelerate and update_ab and sketch is None:
             # The paper's accelerated variant: freeze once ‖I − AᵀA‖_F² is tiny (every singular value
             # settled at 1; a change-based test froze before isolated small ones were lifted)
-            change = _norm64(A - A_old) / max(_norm64(A), 1e-300)
+            change = norm64(A - A_old) / max(norm64(A), 1e-300)
             if change * change < accel_tol and well_conditioned(
                     A, 1.0 if norm == "stable" else spectral_norm_sq(A, iters=50)[0],
                     margin=accel_tol * min(A.shape)):
                 update_ab, scale = False, 1.0
                 frozen_at = mon.iteration + 1
-        status = mon.record(D, D_old, rho=rho, C_norm=_norm64(C))
+        status = mon.record(D, D_old, rho=rho, C_norm=norm64(C))
 
     if status.value == "non_finite" and not bool(torch.isfinite(D).all()):
         D = D_old if bool(torch.isfinite(D_old).all()) else torch.zeros_like(D)
