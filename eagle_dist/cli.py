@@ -450,7 +450,7 @@ def cmd_demo(args) -> int:
         dist.append(solve(dprob, "gd", workers=args.workers, shards=shards, backend="inprocess",
                           target_error=1e-8, max_iter=GD_DEMO_ROUNDS,
                           progress=sys.stderr.isatty()))
-        from .bench.rounds import gd_prediction
+        from .bench.gd_model import gd_prediction
         gd_needed = gd_prediction(dprob, shards).rounds_to(1e-8)
     finally:
         shutdown_ray()
