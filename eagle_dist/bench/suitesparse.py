@@ -502,7 +502,8 @@ def add_parser(bsub) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the random right-hand side rule")
     p.add_argument("--cache-dir", default=None,
                    help="protocol cache (default $EAGLE_DIST_CACHE or ~/.cache/eagle_dist/suitesparse)")
-    p.add_argument("--quick", action="store_true",
-                   help="HB/abb313 only, τ ∈ {1e-3, 1e-8}, one repeat: a seconds-long check")
+    p.add_argument("--smoke", "--quick", dest="quick", action="store_true",
+                   help="HB/abb313 only, τ ∈ {1e-3, 1e-8}, one repeat: a seconds-long check "
+                        "(--quick: its old name)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(fn=_cmd)

@@ -76,7 +76,10 @@ def run(args) -> int:
                              minutes_for_20000=round(20000 / sps / 60, 1) if sps else "",
                              first_s=round(first, 1), load_before=round(load0, 2),
                              wall_s=round(time.perf_counter() - t0, 1)))
-            print(rows[-1], flush=True)
+            r = rows[-1]
+            print(f"{regime:16s} {layout:18s} {r['steps_per_s']:7.2f} steps/s "
+                  f"({r['minutes_for_20000']} min for 20,000 steps; first {r['first_s']} s; "
+                  f"load {r['load_before']})", flush=True)
     with open(os.path.join(args.out, "throughput.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
