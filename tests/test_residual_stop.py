@@ -31,7 +31,9 @@ def test_target_residual_is_met_on_the_true_residual(method):
         assert true <= target, (method, target, true)
         assert r.info["rel_residual"] == pytest.approx(true, rel=1e-6, abs=1e-15)
         iters.append(r.iterations)
-    assert iters[0] < iters[-1]            # a tighter target takes more iterations
+    # a tighter target takes more iterations (EAGLE's fast path: the same lift, certified on the
+    # true residual at once, so never fewer)
+    assert iters[0] < iters[-1] if method != "eagle" else iters[0] <= iters[-1]
 
 
 def test_target_residual_history_and_loose_target_stops_early():

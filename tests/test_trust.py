@@ -98,11 +98,16 @@ def test_isolated_small_singular_value_is_resolved_before_converged(small):
     s[-1] = small
     A = Q1 @ np.diag(s) @ Q2.T
     p = Problem.from_arrays(A, rng.standard_normal((2, n)) @ A, np.eye(n))
-    res = solve(p, "eagle", tol=1e-10)
-    assert res.status is Status.CONVERGED
-    # rounding alone limits float64 to about κ·eps = 7e-9 here
-    assert res.error < 1e-7
-    assert res.iterations >= res.info["certify_from"]
+    # C = I: the linear-system fast path (certified on the true residual) and the C/D iteration
+    for fast in (True, False):
+        res = solve(p, "eagle", tol=1e-10, fast_path=fast)
+        assert res.status is Status.CONVERGED
+        # rounding alone limits float64 to about κ·eps = 7e-9 here
+        assert res.error < 1e-7
+        if fast:
+            assert res.info["fast_path"] is True and res.info["check"] <= 1e-10
+        else:
+            assert res.iterations >= res.info["certify_from"]
 
 
 def test_well_conditioned_full_rank_problems_certify_early():
