@@ -21,7 +21,6 @@ continues from the last checkpoint, bit for bit on CPU.
 from __future__ import annotations
 
 import csv
-import glob
 import logging
 import math
 import os
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from ..control import Progress, resolve_device
+from .checkpoint import init_from, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import COMPILE_MIN_STEPS, TrainConfig, save_train_config, train_config_from_dict
 from .data import GUARD_QUANTILE, Batch, step_batch, fixed_test_set, norm_guard, zero_mse
 from .transformer import LinearTransformer
@@ -80,95 +80,11 @@ def evaluate(model: LinearTransformer, test: Batch, chunk: int = 2048,
     return out
 
 
-# ---------------------------------------------------------------------------------------------
-# checkpoints
-
-
-def save_checkpoint(path: str, model: LinearTransformer, opt_state, step: int, cfg: TrainConfig,
-                    extra: Optional[dict] = None) -> None:
-    """Write atomically (a ``.tmp`` renamed into place); a failed write (a full disk) leaves no
-    ``.tmp`` behind and raises an ``OSError`` that says which file and why."""
-    tmp = path + ".tmp"
-    try:
-        torch.save(dict(model=model.state_dict(), optim=opt_state, step=step,
-                        config=cfg.to_dict(), extra=extra or {}), tmp)
-        os.replace(tmp, path)
-    except (OSError, RuntimeError) as exc:       # torch reports a full disk as RuntimeError
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise OSError(f"could not write checkpoint {path} ({first[:200]}); free disk space or "
-                      "choose another run.dir, then resume with --resume") from None
-
-
-def load_checkpoint(path: str, map_location="cpu"):
-    """``(model, cfg, payload)`` from a checkpoint written by :func:`save_checkpoint`."""
-    if not os.path.isfile(path):
-        raise ValueError(f"checkpoint {path!r} does not exist; pass a .pt file written by "
-                         "eagle-dist train (a run's final.pt or checkpoints/step_*.pt)")
-    try:
-        # weights_only: tensors and plain data only — a crafted pickle cannot run code here
-        # (the config is stored as a plain dict, see save_checkpoint)
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - anything that is not our checkpoint
-        import pickle
-        if isinstance(exc, pickle.UnpicklingError):    # torch's text advises weights_only=False
-            why = "it holds pickled objects other than tensors and plain data"
-        else:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-            why = f"{type(exc).__name__}: {first[:200]}"
-        raise ValueError(f"{path}: not a readable eagle-dist checkpoint ({why}); checkpoints "
-                         "are loaded as tensors and plain data only, never as arbitrary pickled "
-                         "objects — use a .pt written by eagle-dist train") from None
-    if not isinstance(payload, dict) or "config" not in payload or "model" not in payload:
-        raise ValueError(f"{path}: not an eagle-dist training checkpoint (no config/model inside)")
-    cfg = train_config_from_dict(payload["config"], path)
-    step = payload.get("step")
-    if not isinstance(step, int) or isinstance(step, bool) or not (0 <= step <= cfg.optim.steps):
-        raise ValueError(f"{path}: step={step!r} must be an integer in 0..optim.steps = "
-                         f"{cfg.optim.steps}; the checkpoint is damaged or was edited")
-    model = LinearTransformer(cfg.model, seed=cfg.optim.seed)
-    try:
-        model.load_state_dict(payload["model"])
-    except (RuntimeError, KeyError, TypeError) as exc:
-        first = str(exc).strip().splitlines()
-        detail = "; ".join(x.strip() for x in first[1:3]) if len(first) > 1 else str(exc)[:200]
-        raise ValueError(f"{path}: the weights do not match the model its config describes "
-                         f"({detail[:300]}); the checkpoint is damaged or was edited") from None
-    return model, cfg, payload
-
-
 def lr_at(o, step: int) -> float:
     """The learning rate of ``step`` (0-based) under ``optim.schedule``."""
     if o.schedule == "cosine":
         return 0.5 * o.lr * (1.0 + math.cos(math.pi * step / o.steps))
     return o.lr
-
-
-def init_from(model: LinearTransformer, cfg: TrainConfig, path: str) -> None:
-    """Copy a checkpoint's weights into ``model`` (``run.init_from``); its model config must
-    be this run's."""
-    src, src_cfg, _ = load_checkpoint(path)
-    if src_cfg.model != cfg.model:
-        diff = {k: (v, getattr(cfg.model, k)) for k, v in vars(src_cfg.model).items()
-                if getattr(cfg.model, k) != v}
-        raise ValueError(f"run.init_from={path!r}: the checkpoint's model config differs from "
-                         f"this run's (checkpoint, run): {diff}; start from a checkpoint of the "
-                         "same model")
-    with torch.no_grad():
-        for p, q in zip(model.parameters(), src.parameters()):
-            p.copy_(q.to(p.dtype))
-
-
-def latest_checkpoint(run_dir: str) -> Optional[str]:
-    import re
-    paths = [p for p in glob.glob(os.path.join(run_dir, "checkpoints", "step_*.pt"))
-             if re.fullmatch(r"step_\d+\.pt", os.path.basename(p))]   # not step_abc.pt
-    if not paths:
-        return None
-    return max(paths, key=lambda p: int(os.path.basename(p)[5:-3]))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -379,31 +295,16 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
             # shared heads: rank μ's gradient covers machine μ's use of the shared weights; their
             # sum is the whole gradient, the same on every rank (so are the Adam steps)
             comm.sum_grads(params)
-        sq = sum(float(p.grad.double().pow(2).sum()) for p in params if p.grad is not None)
-        if mode == "machine" and not replicated:
-            sq = comm.sum_scalar(sq)
-        gnorm = math.sqrt(sq) if math.isfinite(sq) else float("inf")
-        skip = not (math.isfinite(loss_v) and math.isfinite(gnorm))
-        was_clipped = False
-        if skip:
-            skipped += 1
-            bad_run += 1
-            opt.zero_grad(set_to_none=True)
-            if bad_run >= MAX_BAD_STEPS:
-                raise FloatingPointError(
-                    f"training diverged: {bad_run} consecutive steps with a non-finite loss or "
-                    f"gradient (step {step}); lower optim.lr or optim.clip")
-        else:
-            bad_run = 0
-            if o.clip > 0 and gnorm > o.clip:
-                was_clipped = True
-                clipped += 1
-                f = o.clip / (gnorm + 1e-6)
-                for p in params:
-                    if p.grad is not None:
-                        p.grad.mul_(f)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        gnorm, skip, was_clipped = optimizer_step(
+            opt, params, loss_v, o.clip,
+            sum_sq=comm.sum_scalar if (mode == "machine" and not replicated) else None)
+        skipped += skip
+        clipped += was_clipped
+        bad_run = bad_run + 1 if skip else 0
+        if bad_run >= MAX_BAD_STEPS:
+            raise FloatingPointError(
+                f"training diverged: {bad_run} consecutive steps with a non-finite loss or "
+                f"gradient (step {step}); lower optim.lr or optim.clip")
         recent = [v for v in losses[-SPIKE_WINDOW:] if math.isfinite(v)]
         spike = bool(len(recent) >= 20 and loss_v > SPIKE_FACTOR * float(np.median(recent)))
         spikes += spike
@@ -455,6 +356,28 @@ def _train_loop(cfg: TrainConfig, *, rank: int = 0, world: int = 1, mode: str = 
                             dict(spikes=spikes, skipped=skipped))
         write_run_report(res, cfg, model)
     return res
+
+
+def optimizer_step(opt, params, loss_v: float, clip: float, sum_sq=None):
+    """One update from the gradients already in ``params``: the global gradient norm (summed
+    over ranks by ``sum_sq`` in machine-parallel training), a skipped update when the loss or
+    the norm is not finite, the global-norm clip, Adam. Returns ``(norm, skipped, clipped)``."""
+    sq = sum(float(p.grad.double().pow(2).sum()) for p in params if p.grad is not None)
+    if sum_sq is not None:
+        sq = sum_sq(sq)
+    gnorm = math.sqrt(sq) if math.isfinite(sq) else float("inf")
+    if not (math.isfinite(loss_v) and math.isfinite(gnorm)):
+        opt.zero_grad(set_to_none=True)
+        return gnorm, True, False
+    was_clipped = clip > 0 and gnorm > clip
+    if was_clipped:
+        f = clip / (gnorm + 1e-6)
+        for p in params:
+            if p.grad is not None:
+                p.grad.mul_(f)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return gnorm, False, was_clipped
 
 
 def _test_fields(layers: int) -> List[str]:
@@ -622,4 +545,5 @@ def train(cfg: TrainConfig, *, resume: bool = False, progress: bool = False,
 
 
 __all__ = ["train", "train_loop", "evaluate", "load_checkpoint", "save_checkpoint", "TrainResult",
+           "optimizer_step", "init_from", "latest_checkpoint",
            "verdict", "default_run_dir"]
