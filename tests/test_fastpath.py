@@ -102,3 +102,20 @@ def test_fastpath_bench_smoke(tmp_path):
         float(by[("10000.0", "EAGLE C/D")]["gemm_equivalents"])
     assert all(float(r["final_error"]) < 1e-10 for r in rows)
     assert (tmp_path / "summary.md").exists()
+
+
+def test_the_gram_is_the_same_by_syrk_and_by_gemm():
+    """factor._gram mirrors the triangle SYRK sets (the column-major upper one: row-major lower)
+    — checked on both sides against torch, whether or not SYRK won its timing here."""
+    import eagle_dist.kernels as K
+    from eagle_dist.solvers import factor
+    X = torch.randn(450, 420, dtype=torch.float64)
+    old = K._syrk_pays
+    K._syrk_pays = lambda blas, dtype: True                 # force the SYRK path if it exists
+    K._SYMMETRIC.pop(torch.float64, None)
+    try:
+        for side, want in (("right", X.T @ X), ("left", X @ X.T)):
+            assert torch.allclose(factor._gram(X, side), want, rtol=1e-12, atol=1e-10)
+    finally:
+        K._syrk_pays = old
+        K._SYMMETRIC.pop(torch.float64, None)
