@@ -300,11 +300,24 @@ def use_symmetric_blas(enabled: bool) -> bool:
     return old
 
 
-def symmetric_blas_available(dtype: torch.dtype = torch.float64) -> bool:
-    """Whether the SYRK/SYMM path is available (and passed its self-test) for ``dtype`` on CPU."""
+def symmetric_blas_found(dtype: torch.dtype = torch.float64) -> bool:
+    """Whether torch's BLAS exports SYRK/SYMM for ``dtype`` and they pass their self-test."""
     if dtype not in _SYMMETRIC:
         _SYMMETRIC[dtype] = _load_symmetric(dtype)
     return _SYMMETRIC[dtype] is not None
+
+
+def symmetric_blas_available(dtype: torch.dtype = torch.float64) -> bool:
+    """Whether the SYRK/SYMM path is used for ``dtype`` on CPU: found, self-tested, and faster than
+    torch's GEMM in the one-time timing (:data:`SYRK_TIMING`)."""
+    if not symmetric_blas_found(dtype):
+        return False
+    if dtype not in _SYRK_PAYS:
+        try:
+            _SYRK_PAYS[dtype] = _syrk_pays(_SYMMETRIC[dtype], dtype)
+        except Exception:  # noqa: BLE001 - any surprise means: use the torch path
+            _SYRK_PAYS[dtype] = False
+    return _SYRK_PAYS[dtype]
 
 
 def _load_symmetric(dtype: torch.dtype) -> Optional[_SymmetricBlas]:
@@ -330,7 +343,7 @@ def _load_symmetric(dtype: torch.dtype) -> Optional[_SymmetricBlas]:
         return None
     blas = _SymmetricBlas(syrk, symm, ct, dtype)
     try:
-        return blas if blas.works() and _syrk_pays(blas, dtype) else None
+        return blas if blas.works() else None
     except Exception:  # noqa: BLE001 - any surprise means: use the torch path
         return None
 
@@ -339,6 +352,7 @@ def _load_symmetric(dtype: torch.dtype) -> Optional[_SymmetricBlas]:
 SYRK_PROBE_DIM = 512
 #: the measured outcome per dtype: (syrk seconds, gemm seconds), for reports
 SYRK_TIMING: dict = {}
+_SYRK_PAYS: dict = {}
 
 
 def _syrk_pays(blas: "_SymmetricBlas", dtype: torch.dtype) -> bool:

@@ -14,7 +14,7 @@ polynomial ``p(σ) = a σ + b σ³ + c σ⁵`` can take its place, applied in **
 and ``P = V p(Σ)Σ⁻¹ Vᵀ + a (I − V Vᵀ)``: singular vectors are kept, singular values are mapped by
 ``p``, and B is multiplied by the SAME right factor. So, whenever ``p(σ) > 0`` on A's singular
 values, ``(A P)⁺ = V (p(Σ))⁻¹ Uᵀ`` and ``B P (A P)⁺ = B V Σ⁻¹ Uᵀ = B A⁺``: the Nyström estimate
-``B A⁺`` — hence EAGLE's invariant ``D + B A⁺ C`` (SPEC §2) — is unchanged in exact arithmetic.
+``B A⁺`` — hence EAGLE's invariant ``D + B A⁺ C`` — is unchanged in exact arithmetic.
 
 Which polynomial: after normalising ``‖A‖₂ = 1`` the singular values lie in ``[ℓ, u]``. The greedy
 choice (Amsel, Persson, Musco & Gower 2025, *The Polar Express*, arXiv:2505.16932) takes, at every
@@ -64,7 +64,7 @@ Example (the schedule that brings ``[1e-4, 1]`` into ``[0.9, 1.1]``)::
     >>> len(steps), round(steps[-1].lo_next, 3) >= 0.9
     (7, True)
 
-This module imports only ``math``, ``numpy`` and ``torch`` (floor 1 of SPEC §6).
+This module imports only ``math``, ``numpy`` and ``torch`` (the lowest floor of the layering, tests/test_layering.py).
 """
 from __future__ import annotations
 

@@ -112,10 +112,10 @@ def test_the_gram_is_the_same_by_syrk_and_by_gemm():
     X = torch.randn(450, 420, dtype=torch.float64)
     old = K._syrk_pays
     K._syrk_pays = lambda blas, dtype: True                 # force the SYRK path if it exists
-    K._SYMMETRIC.pop(torch.float64, None)
+    K._SYRK_PAYS.pop(torch.float64, None)
     try:
         for side, want in (("right", X.T @ X), ("left", X @ X.T)):
             assert torch.allclose(factor._gram(X, side), want, rtol=1e-12, atol=1e-10)
     finally:
         K._syrk_pays = old
-        K._SYMMETRIC.pop(torch.float64, None)
+        K._SYRK_PAYS.pop(torch.float64, None)

@@ -101,7 +101,8 @@ def sharded_sweep(out: str, *, orientations: Sequence[str] = ("protocol", "lstsq
             prob = store.to_problem()                   # small: the bench's own α and centralized run
             shards = make_shards(store.d, workers, "contiguous")
             alpha = diversity_index(prob.A, shards)
-            central = solve(prob, "eagle", tol=tol, max_iter=eagle_rounds, record_error=True)
+            central = solve(prob, "eagle", tol=tol, max_iter=eagle_rounds, record_error=True,
+                            fast_path=False)       # the C/D iteration the rounds replay
         except Exception as exc:  # noqa: BLE001 - a failure is a row, not a gap
             for m in run_methods:
                 rows.append(dict(base, method=m, status=f"failed to build the problem: "

@@ -55,7 +55,7 @@ import torch
 
 from ..kernels import eagle_update
 
-#: the convergence proof's constants (SPEC §2); the fallback step always uses them
+#: the convergence proof's constants (the paper's Theorem 1 step, eagle_dist.control); the fallback step always uses them
 THEORY_ETA = 1.0 / 3.0
 THEORY_GAMMA = 1.0
 

@@ -5,7 +5,7 @@ the state to distributed EAGLE as a new completion problem and add the two answe
 
     D = D_L + completion(A_L, B_L, C_L)                        (D_L in EAGLE's sign)
 
-**When is that exact?** EAGLE's own steps keep ``D_ℓ + B_ℓ A_ℓ⁺ C_ℓ = D̂`` (SPEC §2): the A/B step
+**When is that exact?** EAGLE's own steps keep ``D_ℓ + B_ℓ A_ℓ⁺ C_ℓ = D̂`` (EAGLE's invariant): the A/B step
 right-multiplies A and B by the same matrix, and the D step is ``B A⁺`` times the C step. The sum
 above equals D̂ exactly when the learned rounds keep that invariant too. A learned layer adds
 ``[A^μ, C] R`` to the complete tokens and ``[B^μ, D_TF] R`` to the query tokens (R: the head's
