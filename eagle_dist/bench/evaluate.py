@@ -162,11 +162,17 @@ def _mech_row(r: Dict[str, Any]) -> Dict[str, Any]:
 def write_report(results: List[Dict[str, Any]], out: str, seed: int) -> None:
     rows = [_row(r) for r in results]
     write_csv(rows, os.path.join(out, "evaluation.csv"))
-    prompts = sorted({r["prompts"] for r in results})
-    cmd = (f"eagle-dist bench evaluate --runs benchmarks/results/train --prompts "
-           f"{prompts[-1] if prompts else 0} --seed {seed} --out {out}")
+    counts: Dict[int, List[str]] = {}
+    for r in results:
+        counts.setdefault(int(r["prompts"]), []).append(r.get("name", "?"))
+    common = max(counts, key=lambda k: len(counts[k])) if counts else 0
+    cmd = (f"eagle-dist bench evaluate --runs benchmarks/results/train --prompts {common} "
+           f"--seed {seed} --out {out}")
+    others = "; ".join(f"--prompts {k} for {', '.join(sorted(v))}" for k, v in sorted(counts.items())
+                       if k != common)
+    also = f", with `{others}`" if others else ""
     L = ["# Published models on fresh prompts: blow-ups, norm guard, per-layer safeguard", "",
-         f"Command: `{cmd}` (per model `--checkpoint RUN/final.pt`; each model's full result, "
+         f"Command: `{cmd}`{also} (per model `--checkpoint RUN/final.pt`; each model's full result, "
          "with its worst prompts traced, in `evaluation/<run>.json`).", "",
          f"Machine: {machine_description()}; one torch thread, niced, sharing the cores with "
          "training runs: the seconds are loaded-machine times; counts and MSEs are load-free.", "",
