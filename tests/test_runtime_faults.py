@@ -367,3 +367,16 @@ def test_sigterm_of_a_ray_driver_is_a_clean_exit(ray_cluster):
     while _actor_processes() and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not _actor_processes(), "the driver's actors outlived it"
+
+
+def test_a_dead_actor_is_named_even_when_its_error_mentions_a_reset_connection():
+    """Regression (found by the slow node-death test on a loaded machine): Ray reports a killed
+    node's actor as ActorUnavailableError '... Connection reset by peer'; that is the rank's own
+    death, not a lost peer, so it is named first — not the live rank hung in the collective."""
+    from eagle_dist.distributed.supervise import failure
+    dead = ("ActorUnavailableError: The actor abc is unavailable: RpcError: RPC error: "
+            "recvmsg:Connection reset by peer rpc_code: 14.")
+    err = failure("ray", {1: dead}, silent=[0])
+    assert "worker rank 1 failed" in str(err)
+    lost_peer = "RuntimeError: [gloo] Connection reset by peer"
+    assert "worker rank 0 failed" in str(failure("ray", {1: lost_peer}, silent=[0]))

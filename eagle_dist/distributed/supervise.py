@@ -158,6 +158,8 @@ def supervise(launcher: Launcher, payloads: List[Any], timeout: float,
 
 _PEER_ERRORS = ("gloo", "nccl", "Connection closed", "Read error", "Timed out", "timed out",
                 "Connection reset")
+#: errors that mean the rank's own process or node is gone (Ray's names for a dead actor)
+_OWN_DEATH = ("ActorUnavailableError", "ActorDiedError", "RayActorError", "NodeDiedError")
 
 
 def failure(backend: str, failures: Dict[int, str], silent: List[int],
@@ -167,6 +169,10 @@ def failure(backend: str, failures: Dict[int, str], silent: List[int],
     are named as the suspects when every reported error is only a lost peer. ``notes`` says
     what a silent rank was doing where that is known (e.g. waiting for its peers to start)."""
     def secondary(msg: str) -> bool:
+        # an actor that died or became unreachable failed first-hand, whatever its transport
+        # said ("Connection reset by peer" inside Ray's ActorUnavailableError is its own death)
+        if any(k in msg for k in _OWN_DEATH):
+            return False
         return any(k in msg for k in _PEER_ERRORS)
     notes = notes or {}
     order = sorted(failures, key=lambda r: (secondary(failures[r]), r))
