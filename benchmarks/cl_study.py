@@ -150,7 +150,7 @@ def cached_fit(cache_dir: Optional[str], key: str, fn):
     are deterministic: fixed seeds, one thread)."""
     path = os.path.join(cache_dir, key + ".pt") if cache_dir else None
     if path and os.path.isfile(path):
-        S, a, c = torch.load(path)
+        S, a, c = torch.load(path, weights_only=True)   # tensors only: no code runs
         return S, a, c
     out = fn()
     if path:
