@@ -19,6 +19,9 @@ from typing import Any, Callable, Dict, FrozenSet, Iterable, Optional
 
 import numpy as np
 
+#: default of ``startup_timeout`` (one value: the distributed runtime imports it)
+STARTUP_TIMEOUT_S = 300.0
+
 #: methods by family (the names solve() accepts)
 LOOP_EAGLE = ("eagle", "gd", "sgd")
 KRYLOV = ("cg", "lsmr", "lsqr")
@@ -98,7 +101,9 @@ class SolveOptions:
                         "distributed")
     timeout: float = _opt(60.0, "seconds a collective may wait / a worker may stay silent",
                           "distributed")
-    startup_timeout: float = _opt(120.0, "seconds for processes / Ray actors to start",
+    # 300 s: on a 2-core machine under full load four Ray actors importing torch at once took
+    # over 120 s (measured: README's 4-worker run beside a busy loop and a second test process)
+    startup_timeout: float = _opt(STARTUP_TIMEOUT_S, "seconds for processes / Ray actors to start",
                                   "distributed")
     address: Optional[str] = _opt(None, "Ray cluster address (default: RAY_ADDRESS, else a "
                                   "local Ray)", "distributed")

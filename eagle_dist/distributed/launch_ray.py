@@ -270,7 +270,8 @@ class RayLauncher(Launcher):
     def late(self, rank: int, startup_timeout: float) -> str:
         import ray
         now = (f"free CPUs now {ray.available_resources().get('CPU', 0.0):g} of "
-               f"{ray.cluster_resources().get('CPU', 0.0):g}")
+               f"{ray.cluster_resources().get('CPU', 0.0):g}, which counts this run's own "
+               "actors still starting: on a busy machine raise startup_timeout")
         return (f"actor did not start within startup_timeout = {startup_timeout:g} s (it needs "
                 f"{self.opts}; {self.shortage or now})")
 

@@ -28,11 +28,9 @@ import numpy as np
 import torch
 
 from ..control import resolve_dtype
+from ..options import STARTUP_TIMEOUT_S
 from .protocol import RankResult, RankTask
 from .worker import ShardWorker, run_rounds
-
-#: default deadline for processes / actors to start and form the process group (seconds)
-STARTUP_TIMEOUT_S = 120.0
 
 
 def local_layout() -> "tuple[int, int, int]":

@@ -5,7 +5,7 @@ SIGTERM live here, once.
 
 Three clocks, in plain words:
 
-* ``startup_timeout`` (default 120 s) — how long the ranks may take to get going: processes or
+* ``startup_timeout`` (default 300 s) — how long the ranks may take to get going: processes or
   actors started, Python and torch imported, every rank present and the group formed. At the
   deadline the ranks that never started are named, and those that did are listed as waiting.
 * ``timeout`` (default 60 s) — the collective timeout, applied inside the ranks: once the group
