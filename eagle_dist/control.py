@@ -172,44 +172,130 @@ class Progress:
             self._bar = None
 
 
+class Rule:
+    """A method family's ``tol`` rule: :meth:`check` sees each recorded step and returns a
+    :class:`Status` that ends the solve, or ``None``. ``last_residual`` is the last independent
+    check computed (NaN when the rule computes none); ``certified_at`` the iteration where an
+    early certificate was granted (``None``: none); ``certify_from`` the first iteration whose
+    step may be accepted (progress lines call the ones before it the lift phase)."""
+
+    last_residual = float("nan")
+    certified_at: Optional[int] = None
+    certify_from = 0
+
+    def check(self, mon: Monitor, step: float) -> Optional[Status]:  # pragma: no cover
+        raise NotImplementedError
+
+
+class ResidualRule(Rule):
+    """The residual check alone decides: ``residual() ≤ tol`` (CG: its D-steps say nothing on
+    singular systems). Also the confirmation step of :class:`StepRule` for GD."""
+
+    def __init__(self, residual: Callable[[], float]):
+        self.residual = residual
+
+    def check(self, mon: Monitor, step: float) -> Optional[Status]:
+        self.last_residual = float(self.residual())
+        return Status.CONVERGED if self.last_residual <= mon.opts.tol else None
+
+
+class VerifyRule(Rule):
+    """A confirmation that returns its own verdict: ``CONVERGED``, ``INEXACT`` or ``UNVERIFIED``
+    ends the solve, ``None`` goes on (distributed EAGLE's probe and transfer checks)."""
+
+    def __init__(self, verify: Callable[[], Optional[Status]]):
+        self.verify = verify
+
+    def check(self, mon: Monitor, step: float) -> Optional[Status]:
+        return self.verify()
+
+
+class StepRule(Rule):
+    """EAGLE's family: the relative step ``‖D_ℓ − D_ℓ₋₁‖ ≤ tol ‖D_ℓ‖`` on ``patience``
+    consecutive non-increasing steps, counted as soon as they hold but accepted only once the
+    iterate is certified — from ``certify_from`` on (EAGLE: the lift phase is complete, so the
+    D-step bounds the remaining error; before that a direction with a small singular value makes
+    tiny steps while most of its mass is still missing), or earlier when ``certifier()`` says so
+    (A already well conditioned). Then ``confirm`` (a :class:`Rule`) has the last word; without
+    one the step rule alone gives ``CONVERGED``."""
+
+    def __init__(self, certify_from: int = 0, certifier: Optional[Callable[[], bool]] = None,
+                 confirm: Optional[Rule] = None):
+        self.certify_from = int(certify_from)
+        self.certifier = certifier
+        self.confirm = confirm
+        self._small = 0
+        self._prev = math.inf
+
+    @property
+    def last_residual(self) -> float:                      # type: ignore[override]
+        return self.confirm.last_residual if self.confirm is not None else float("nan")
+
+    def check(self, mon: Monitor, step: float) -> Optional[Status]:
+        self._small = self._small + 1 if (step <= mon.opts.tol and step <= self._prev) else 0
+        self._prev = step
+        if self._small < mon.opts.patience or not self._certified(mon.iteration):
+            return None
+        return Status.CONVERGED if self.confirm is None else self.confirm.check(mon, step)
+
+    def _certified(self, iteration: int) -> bool:
+        if iteration >= self.certify_from:
+            return True
+        if self.certifier is not None and self.certifier():
+            self.certified_at = iteration
+            return True
+        return False
+
+
+class LinearSystem:
+    """What ``target_residual`` checks: the relative residual ``‖W A − B‖ / ‖B‖`` of the (scaled)
+    blocks, with ``current_w(D_new) -> W`` giving the iterate's ``W`` (EAGLE/GD with ``C = I``:
+    ``D`` itself). ``estimate`` (optional) is a cheap ``() -> float`` estimate (CG's recurrence):
+    the true residual is computed only once it passes, only the true one can stop the solve, and
+    ``resync(true)`` is told the true value when the estimate was too optimistic."""
+
+    def __init__(self, A: torch.Tensor, B: torch.Tensor,
+                 current_w: Callable[[torch.Tensor], torch.Tensor],
+                 estimate: Optional[Callable[[], float]] = None,
+                 resync: Optional[Callable[[float], None]] = None):
+        self.A, self.B, self.current_w = A, B, current_w
+        self.estimate, self.resync = estimate, resync
+        self.last_true = float("nan")                  # the last TRUE relative residual computed
+
+    def residual(self, D_new: torch.Tensor, target: float):
+        """``(residual, passed)``: the estimate while it is above ``target``, then the truth."""
+        if self.estimate is not None:
+            est = float(self.estimate())
+            if not est <= target:
+                return est, False
+        true = relative_residual(self.A, self.B, self.current_w(D_new))
+        self.last_true = true
+        if not true <= target and self.resync is not None:
+            self.resync(true)                          # the estimate drifted: resynchronise it
+        return true, true <= target
+
+
 class Monitor:
     """Records the history of an iterative solve and decides when it stops (rules above).
 
-    ``certify_from``: the tol rule may declare ``CONVERGED`` only from this iteration on (EAGLE:
-    when the lift phase is complete, so the D-step bounds the remaining error; before that a
-    direction with a small singular value contributes tiny steps while most of its mass is still
-    missing). ``guard_from``: from this iteration on the steps must not grow (EAGLE with A and B
-    frozen); the monitor keeps the iterate with the smallest step and stops with ``DIVERGED``
-    (returning that iterate via :attr:`best`) when the steps grow persistently.
-    ``certifier``: an optional ``() -> bool`` that may certify earlier than ``certify_from``
-    (EAGLE: A is already well conditioned, every singular value squared ≥ 1/2).
-    ``verify``: an optional ``() -> Status | None`` run when the step rule holds: ``CONVERGED``,
-    ``INEXACT`` or ``UNVERIFIED`` ends the solve, ``None`` goes on (distributed EAGLE's probe).
-    ``residual``: an optional ``() -> float`` independent check (relative residual) that must be
-    ``≤ tol`` as well before ``CONVERGED`` (GD); with ``residual_only`` it is the whole rule (CG).
-    ``system``: for ``target_residual``, ``(A, B, current_w)``: the (scaled) blocks and a
-    ``(D_new) -> W`` giving the iterate's ``W`` (EAGLE/GD with ``C = I``: ``D`` itself).
-    ``system_estimate``: an optional cheap ``() -> float`` estimate of the relative residual (CG's
-    recurrence); the true residual is computed only when it is ``≤ target_residual``, and
-    ``system_reset`` (optional) is told the true value when the estimate was too optimistic.
+    The decision, in order: a non-finite iterate (``NON_FINITE``) or ``‖C_ℓ‖`` grown 1e6-fold
+    past ``C0_norm`` (``DIVERGED``); the guard (``guard_from``: from this iteration on the steps
+    must not grow — EAGLE with A and B frozen; the monitor keeps the iterate with the smallest
+    step, :attr:`best`, and stops with ``DIVERGED`` when the steps grow persistently); then the
+    request's target — ``target_error`` against the reference, ``target_residual`` on ``system``
+    (a :class:`LinearSystem`) — or else the method's ``rule`` (a :class:`Rule`, default
+    :class:`StepRule`); then the user's callback, ``max_iter`` and ``time_budget``.
     """
 
     def __init__(self, opts: SolverOptions, reference: Optional[torch.Tensor], desc: str = "",
-                 C0_norm: Optional[float] = None, denominator: Optional[float] = None,
-                 certify_from: int = 0, guard_from: Optional[int] = None,
-                 residual: Optional[Callable[[], float]] = None,
-                 certifier: Optional[Callable[[], bool]] = None, residual_only: bool = False,
-                 verify: Optional[Callable[[], Optional[Status]]] = None,
-                 system: Optional[tuple] = None,
-                 system_estimate: Optional[Callable[[], float]] = None,
-                 system_reset: Optional[Callable[[float], None]] = None):
+                 rule: Optional[Rule] = None, *, C0_norm: Optional[float] = None,
+                 denominator: Optional[float] = None, guard_from: Optional[int] = None,
+                 system: Optional[LinearSystem] = None):
         self.opts = opts
         if opts.target_residual is not None and system is None:
             raise ValueError(f"target_residual is not supported by {desc or 'this solver'}")
+        self.rule = rule if rule is not None else StepRule()
         self.system = system
-        self.system_estimate = system_estimate
-        self.system_reset = system_reset
-        self.last_system_residual = float("nan")   # the last TRUE relative residual computed
         self.ref = reference
         if reference is not None and denominator is None:
             denominator = norm64(reference)
@@ -217,27 +303,33 @@ class Monitor:
         self.history = History()
         self.t0 = time.perf_counter()
         self.iteration = 0
-        self._small = 0
-        self._prev_step = math.inf
         self.C0_norm = C0_norm
         self.status: Optional[Status] = None
-        self.certify_from = int(certify_from)
         self.guard_from = guard_from
-        self.residual = residual
-        self.certifier = certifier
-        self.residual_only = residual_only
-        self.verify = verify
-        self.certified_at: Optional[int] = None
-        self.last_residual = float("nan")
         self.best: Optional[torch.Tensor] = None     # iterate with the smallest guarded step
         self.best_step = math.inf
         self.best_iteration = 0
         self._rising = 0
         self.desc = desc or "solve"
+        self.on_round: Optional[Callable[[int], None]] = None    # distributed: per-round hook
         # no total: a bar against the iteration cap gives meaningless percentages and ETAs; the
         # line shows what drives convergence instead (the lift phase, then step vs tol, or the
         # error / residual against its target)
         self._progress = Progress(self.desc, None, "it", opts.progress)
+
+    @property
+    def certified_at(self) -> Optional[int]:
+        return self.rule.certified_at
+
+    @property
+    def last_residual(self) -> float:
+        """The method rule's last independent check (NaN when it computed none)."""
+        return self.rule.last_residual
+
+    @property
+    def last_system_residual(self) -> float:
+        """The last TRUE relative residual of ``target_residual`` (NaN when none was computed)."""
+        return self.system.last_true if self.system is not None else float("nan")
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.t0
@@ -258,13 +350,15 @@ class Monitor:
         step = norm64(D_new - D_old) / max(dn, _TINY)
         if dn == 0.0:
             step = 0.0 if norm64(D_old) == 0.0 else math.inf
-        want_err = self.opts.record_error or self.opts.target_error is not None
-        err = self.error_of(D_new) if want_err else float("nan")
-        res, res_ok = self._system_residual(D_new)
-        self.history.append(step, err, self.elapsed(), rho, res)
         o = self.opts
-        if self.iteration < self.certify_from:
-            phase = f"lift phase {self.iteration}/{self.certify_from}"
+        want_err = o.record_error or o.target_error is not None
+        err = self.error_of(D_new) if want_err else float("nan")
+        res, res_ok = (self.system.residual(D_new, o.target_residual)
+                       if o.target_residual is not None else (float("nan"), False))
+        self.history.append(step, err, self.elapsed(), rho, res)
+        certify_from = self.rule.certify_from
+        if self.iteration < certify_from:
+            phase = f"lift phase {self.iteration}/{certify_from}"
         elif o.target_error is not None:
             phase = f"error {err:.1e} → target {o.target_error:.0e}"
         elif o.target_residual is not None:
@@ -296,23 +390,6 @@ class Monitor:
                 return Status.DIVERGED
         return None
 
-    def _system_residual(self, D_new: torch.Tensor):
-        """``(residual, passed)`` for ``target_residual``: the estimate while it is above the
-        target, the true residual once the estimate passes; only a true one can pass."""
-        target = self.opts.target_residual
-        if target is None:
-            return float("nan"), False
-        if self.system_estimate is not None:
-            est = float(self.system_estimate())
-            if not est <= target:
-                return est, False
-        A, B, current_w = self.system
-        true = relative_residual(A, B, current_w(D_new))
-        self.last_system_residual = true
-        if not true <= target and self.system_estimate is not None and self.system_reset:
-            self.system_reset(true)                    # the estimate drifted: resynchronise it
-        return true, true <= target
-
     def _decide(self, step, err, dn, C_norm, D_new, res_ok=False) -> Optional[Status]:
         o = self.opts
         if not (math.isfinite(dn) and math.isfinite(step)) or (C_norm is not None and not math.isfinite(C_norm)):
@@ -328,28 +405,10 @@ class Monitor:
         elif o.target_residual is not None:
             if res_ok:
                 return Status.CONVERGED
-        elif self.residual_only:
-            # CG: the residual rule alone decides (its D-steps say nothing on singular systems)
-            self.last_residual = float(self.residual())
-            if self.last_residual <= o.tol:
-                return Status.CONVERGED
         else:
-            if step <= o.tol and step <= self._prev_step:
-                self._small += 1
-            else:
-                self._small = 0
-            if self._small >= o.patience and self._certified():
-                if self.verify is not None:
-                    verdict = self.verify()
-                    if verdict is not None:
-                        return verdict
-                elif self.residual is None:
-                    return Status.CONVERGED
-                else:
-                    self.last_residual = float(self.residual())
-                    if self.last_residual <= o.tol:
-                        return Status.CONVERGED
-        self._prev_step = step
+            verdict = self.rule.check(self, step)
+            if verdict is not None:
+                return verdict
         if o.callback is not None and o.callback(self.iteration, {"step": step, "error": err,
                                                                    "time": self.elapsed()}):
             return Status.CONVERGED
@@ -358,14 +417,6 @@ class Monitor:
         if o.time_budget is not None and self.elapsed() >= o.time_budget:
             return Status.TIME_BUDGET
         return None
-
-    def _certified(self) -> bool:
-        if self.iteration >= self.certify_from:
-            return True
-        if self.certifier is not None and self.certifier():
-            self.certified_at = self.iteration
-            return True
-        return False
 
     def final(self, D: torch.Tensor) -> torch.Tensor:
         """The iterate to return. After a tol-based ``CONVERGED`` the last one; otherwise (the

@@ -56,7 +56,8 @@ import torch
 
 from ..kernels import eagle_update, lift_cap, lift_point, spectral_norm_sq, well_conditioned
 from ..result import Status
-from ..control import (Monitor, SolverOptions, norm64, cg_check_due, lsq_ratio, normal_cg_step)
+from ..control import (Monitor, ResidualRule, SolverOptions, StepRule, VerifyRule, cg_check_due,
+                       lsq_ratio, norm64, normal_cg_step)
 from .protocol import LocalKernel, as_local_kernel, is_certified
 
 MODES = ("paper", "gram")
@@ -320,12 +321,11 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
     state = {"D": D, "C": C, "K": None, "g0": 1.0, "is_gd": is_gd, "c_remainder": float("nan")}
     if on_round is not None:
         on_round(0)
+    rule = StepRule(certify_from if certified else 0,
+                    certifier=certifier if certified and cap else None, confirm=VerifyRule(verify))
     mon = Monitor(_quiet(opts, progress=opts.progress and is_main), reference,
-                  desc=f"rounds(M={M}, {cfg.mode})", C0_norm=norm64(C), denominator=denominator,
-                  certify_from=certify_from if certified else 0,
-                  guard_from=(cap + 1) if (certified and cap) else None,
-                  certifier=certifier if certified and cap else None, verify=verify)
-
+                  desc=f"rounds(M={M}, {cfg.mode})", rule=rule, C0_norm=norm64(C),
+                  denominator=denominator, guard_from=(cap + 1) if (certified and cap) else None)
     mon.on_round = on_round
     rounds = _gram_rounds if cfg.mode == "gram" else _paper_rounds
     D_fin, status, bytes_per_round, bytes_sent, setup_bytes = rounds(
@@ -555,9 +555,9 @@ def _cg_rounds(local, C, D, comm, cfg, reference, denominator, is_main, on_round
         return true_check()
 
     voting = opts.time_budget is not None or opts.callback is not None
+    rule = ResidualRule(residual)                  # CG: the residual check alone decides
     mon = Monitor(_quiet(opts, progress=opts.progress and is_main), reference,
-                  desc=f"rounds(M={cfg.workers}, cg)", denominator=denominator,
-                  residual=residual, residual_only=True)
+                  desc=f"rounds(M={cfg.workers}, cg)", rule=rule, denominator=denominator)
     mon.on_round = on_round
     bytes_per_round = bytes_sent = 0
     status, rnd = None, 0
@@ -576,7 +576,7 @@ def _cg_rounds(local, C, D, comm, cfg, reference, denominator, is_main, on_round
         if status is None and broke:
             # no search direction left: the true residual check decides
             val = true_check()
-            mon.last_residual = val
+            rule.last_residual = val
             status = Status.CONVERGED if val <= opts.tol else Status.INEXACT
             mon.close()
     if status is Status.NON_FINITE and not bool(torch.isfinite(D).all()):

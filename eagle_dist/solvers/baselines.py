@@ -22,8 +22,8 @@ import torch
 
 from ..result import History, SolveResult, Status, pow2_of, unscale_completion
 from ..result import safe_norm
-from ..control import (Monitor, SolverOptions, norm64, cg_check_due, lsq_ratio, normal_cg_step,
-                       reference_tensor, relative_residual, resolve_device,
+from ..control import (LinearSystem, Monitor, ResidualRule, SolverOptions, cg_check_due, lsq_ratio,
+                       norm64, normal_cg_step, reference_tensor, relative_residual, resolve_device,
                        resolve_dtype, scaled_tensors, to_tensors)
 
 LSTSQ_DRIVERS = ("gelsd", "gelsy")
@@ -167,19 +167,20 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
     rr = (R * R).sum(dim=1)                          # (n',) one CG per row
     D = torch.zeros(problem.n_query, problem.d_query, dtype=dtype, device=device)
     st = {"W": W, "R": R, "best": (math.inf, W, 0), "checked": -10}
-    system = estimate = reset = None
+    system = None
     if opts.target_residual is not None:
         # target_residual: the residual B − W A of the system itself, by recurrence
         # (r ← r − α P A, the product P A is formed anyway); the monitor computes the true one
         # whenever the recurrence passes and resynchronises it when it drifted
         st["r"] = B.clone()
-        system = (A, B, lambda _D: st["W"])
 
         def estimate() -> float:
             return norm64(st["r"]) / b_norm if b_norm > 0 else norm64(st["r"])
 
-        def reset(_true: float) -> None:
+        def resync(_true: float) -> None:
             st["r"] = B - st["W"] @ A
+
+        system = LinearSystem(A, B, lambda _D: st["W"], estimate=estimate, resync=resync)
 
     def residual() -> float:
         rec = norm64(st["R"])                       # recurrence ‖(B − WA)Aᵀ‖ (cheap)
@@ -193,10 +194,10 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
         val, _ = lsq_check(A, B, st["W"], opts.tol, a_norm)
         return val
 
-    mon = Monitor(opts, ref, desc="cg",
+    rule = ResidualRule(residual)                  # CG: the residual check alone decides
+    mon = Monitor(opts, ref, desc="cg", rule=rule,
                   denominator=bscale.to_unit(problem.error_denominator) if want_ref else None,
-                  residual=residual, residual_only=True, system=system, system_estimate=estimate,
-                  system_reset=reset)
+                  system=system)
     status = None
     while status is None:
         PA = P @ A
@@ -211,11 +212,11 @@ def cg(problem, opts: SolverOptions) -> SolveResult:
             # breakdown: no search direction left; the residual check decides
             if system is not None:
                 val = relative_residual(A, B, W)
-                mon.last_system_residual = val
+                system.last_true = val
                 status = Status.CONVERGED if val <= opts.target_residual else Status.INEXACT
             else:
                 val, _ = lsq_check(A, B, W, opts.tol, a_norm)
-                mon.last_residual = val
+                rule.last_residual = val
                 status = Status.CONVERGED if val <= opts.tol else Status.INEXACT
             mon.close()
     if status is Status.NON_FINITE and not bool(torch.isfinite(D).all()):

@@ -41,8 +41,8 @@ from ..kernels import (default_rcond, eagle_update, lift_cap, lift_point, orthon
                        sampling_sketch, spectral_norm_sq, well_conditioned)
 from ..result import SolveResult, Status, unscale_completion
 from .factor import eagle_fast, fast_path_applies
-from ..control import (Monitor, SolverOptions, norm64, identity_c, reference_tensor, resolve_device,
-                       resolve_dtype, scaled_tensors)
+from ..control import (LinearSystem, Monitor, ResidualRule, SolverOptions, StepRule, identity_c,
+                       norm64, reference_tensor, resolve_device, resolve_dtype, scaled_tensors)
 
 SKETCH_KINDS = ("orthonormal", "sample")
 
@@ -139,7 +139,7 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
             raise ValueError(f"target_residual: method {method_name!r} iterates D = W C and can "
                              "measure ‖W A − B‖ only when C is the identity (D = W); use "
                              "method='cg', 'lsmr' or 'lsqr' (they track W), or target_error")
-        system = (A, B, lambda D_: D_)
+        system = LinearSystem(A, B, lambda D_: D_)
     D = torch.zeros(problem.n_query, problem.d_query, dtype=dtype, device=device)
     want_ref = opts.record_error or opts.target_error is not None
     ref = reference_tensor(problem, device, want_ref)
@@ -179,12 +179,14 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
 
     if eta == 0.0:
         state["C"], state["AC0"] = C, norm64(A.T @ C)
-    mon = Monitor(opts, ref, desc=method_name,
+    # EAGLE: the step rule once certified; GD (η = 0): the step rule confirmed by its residual
+    rule = StepRule(certify_from, certifier=certifier if eta > 0.0 else None,
+                    confirm=ResidualRule(grad_residual) if eta == 0.0 else None)
+    mon = Monitor(opts, ref, desc=method_name, rule=rule,
                   denominator=bscale.to_unit(problem.error_denominator) if want_ref else None,
-                  C0_norm=norm64(C), certify_from=certify_from,
+                  C0_norm=norm64(C),
                   guard_from=(cap + 1) if (eta > 0.0 and sketch_size is None) else None,
-                  certifier=certifier if eta > 0.0 else None,
-                  residual=grad_residual if eta == 0.0 else None, system=system)
+                  system=system)
     frozen_at = None
     ab_steps = 0
     rho = 1.0
