@@ -28,6 +28,8 @@ KRYLOV = ("cg", "lsmr", "lsqr")
 DIRECT = ("lstsq", "lstsq-gelsd", "lstsq-gelsy", "pinv")
 ALL_METHODS = LOOP_EAGLE + KRYLOV + DIRECT + ("auto",)
 DISTRIBUTED_METHODS = ("eagle", "gd", "cg")
+#: what method="auto" chooses among (eagle_dist.solvers.auto)
+AUTO_CANDIDATES = ("lstsq", "eagle", "lsmr")
 SKETCHABLE = ("eagle", "sgd")
 BACKENDS = ("inprocess", "torch", "ray")
 
@@ -245,7 +247,12 @@ class SolveOptions:
             if ok is None:
                 continue
             methods, regimes = ok
-            if method != "auto" and methods is not None and method not in methods:
+            if method == "auto" and methods is not None:
+                raise ValueError(f"{name}={getattr(self, name)!r} does not apply to "
+                                 f"method='auto' (it is for {', '.join(methods)}; auto picks "
+                                 f"among {', '.join(AUTO_CANDIDATES)} and would drop it when "
+                                 "another wins); name the method instead")
+            if methods is not None and method not in methods:
                 raise ValueError(f"{name}={getattr(self, name)!r} does not apply to "
                                  f"method={method!r} (it is for {', '.join(methods)}); drop it "
                                  + ("(gd/sgd are EAGLE with eta = 0: A and B never move), or "
@@ -254,7 +261,11 @@ class SolveOptions:
                 raise ValueError(f"{name}={getattr(self, name)!r} does not apply to a "
                                  f"{regime} solve (it is for {' / '.join(regimes)} solves)"
                                  + ("; set workers=M > 1" if "distributed" in regimes else ""))
-        if dist and method not in DISTRIBUTED_METHODS + ("auto",):
+        if dist and method == "auto":
+            raise ValueError("method='auto' chooses among centralized methods only; for a "
+                             "distributed solve name the method ('eagle', 'gd' or 'cg'; "
+                             "'eagle' picks its paper or Gram mode with mode='auto')")
+        if dist and method not in DISTRIBUTED_METHODS:
             raise ValueError(f"method={method!r} has no distributed form; use 'eagle', 'gd' or "
                              "'cg' with workers > 1 (LSMR/LSQR and direct methods need all data "
                              "on one machine)" if not store else

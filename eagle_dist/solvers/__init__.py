@@ -31,4 +31,14 @@ METHODS = {
     "pinv": baselines.pinv,
 }
 
+
+def _auto(problem, opts, **kw):
+    """The fastest method that can certify the request, by a cost model calibrated on this
+    machine (:mod:`eagle_dist.solvers.auto`)."""
+    from .auto import auto
+    return auto(problem, opts)
+
+
+METHODS["auto"] = _auto
+
 __all__ = ["METHODS", "eagle"]
