@@ -37,6 +37,13 @@ def test_rounds_smoke_writes_files_and_true_counts(tmp_path):
                                    n_query=2, d_query=1, seed=0)
     cg = solve(prob3, "cg", workers=3, shards=shards3, target_error=1e-8, max_iter=300)
     assert cg.iterations == int(c["rounds"]) and int(c["message_elements"]) == 2 * int(c["n"])
+    # its modelled time on a named network: compute / M + the counted all-reduces' cost
+    from eagle_dist.distributed.network import NETWORKS
+    assert int(c["collectives"]) == cg.info["collectives"]
+    net = NETWORKS["10GbE"]
+    assert float(c["t_10GbE_s"]) == pytest.approx(net.time_s(
+        float(c["rounds_time_s"]) / 3, int(c["collectives"]),
+        int(c["collective_bytes_per_worker"])), rel=1e-9)
     # every reported round count is the one a fresh solve gives (deterministic, same API)
     r = next(r for r in rows if r["sweep"] == "M" and r["method"] == "eagle" and r["workers"] == "3")
     prob, shards = alpha_problem(int(r["n"]), int(r["n"]), 3, alpha=1.0, kappa_max=1e3,

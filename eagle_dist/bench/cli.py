@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib
 
 # module name (in eagle_dist.bench) -> registered by its ``add_parser``
-SWEEPS = ("kappa", "sketch", "gemm", "rounds", "backends", "train", "suitesparse", "scale",
+SWEEPS = ("kappa", "sketch", "gemm", "rounds", "network", "backends", "train", "suitesparse", "scale",
           "sharded", "noise", "rankdef", "distributions", "stepsize", "seedavg", "evaluate",
           "noisy", "warmstart", "fastpath")
 

@@ -49,6 +49,7 @@ from .common import ints as _ints, print_headline as _print_headline, progress a
 from .common import resolve as _resolve, threads as _threads
 from .dist_common import SweepResult, add_distributed_args
 from .dist_common import distributed_solve as _distributed_solve, yes as _yes
+from .network import DEFAULT_NETWORKS, model_columns, networks_from
 from .gd_model import GDPrediction, gd_prediction, tail_rate_rounds  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -68,10 +69,14 @@ ROUNDS_SMOKE = dict(workers=(1, 3), n=24, alphas=(1.0, 0.35), alpha_workers=3, a
 
 
 def _rounds_row(sweep: str, problem: Problem, shards, method: str, res, *, n: int, target: float,
-                cap: int, alpha_target: float) -> Dict[str, Any]:
+                cap: int, alpha_target: float, networks=()) -> Dict[str, Any]:
     reached = bool(res.status.ok and res.error <= target)
     rt = float(res.info.get("rounds_time_s", res.time_s))
-    return {
+    # modelled time on each network: compute / M (the shards side by side) + the counted
+    # all-reduces' latency and bytes (eagle_dist.bench.network)
+    net_cols = model_columns(res, rt / len(shards), networks) if res.regime == "distributed" \
+        else {}
+    return {**net_cols,
         "sweep": sweep, "workers": len(shards), "alpha_target": alpha_target,
         "alpha": problem.meta.get("alpha", float("nan")),
         "kappa_max": problem.meta.get("kappa_max", float("nan")), "n": n,
@@ -87,14 +92,15 @@ def _rounds_row(sweep: str, problem: Problem, shards, method: str, res, *, n: in
 
 def _run_point(sweep: str, problem: Problem, shards, methods: Sequence[str], *, n: int,
                target: float, caps: Dict[str, int], alpha_target: float, progress: bool,
-               rows: List[Dict[str, Any]], curves: Dict[Tuple, Dict[str, Any]], bar) -> None:
+               rows: List[Dict[str, Any]], curves: Dict[Tuple, Dict[str, Any]], bar,
+               networks=()) -> None:
     key_base = (sweep, len(shards), alpha_target)
     for m in methods:
         t0 = time.perf_counter()
         # no per-round bar: its refresh would be inside the timed round loop
         res = _distributed_solve(problem, shards, m, target_error=target, max_iter=caps[m])
         row = _rounds_row(sweep, problem, shards, m, res, n=n, target=target, cap=caps[m],
-                          alpha_target=alpha_target)
+                          alpha_target=alpha_target, networks=networks)
         errs = list(res.history.error)
         curve: Dict[str, Any] = {"measured": _curve(errs)}
         if m == "gd":
@@ -126,7 +132,8 @@ def rounds_sweep(out: Optional[str] = None, *, workers: Optional[Sequence[int]] 
                  accel_cap: Optional[int] = None, gd_cap: Optional[int] = None,
                  cg_cap: Optional[int] = None, seed: int = 0,
                  threads: Optional[int] = None, smoke: bool = False,
-                 progress: bool = True) -> SweepResult:
+                 progress: bool = True, latency: Optional[float] = None,
+                 bandwidth: Optional[float] = None) -> SweepResult:
     """M-sweep and α-sweep of communication rounds to ``target`` (module docstring).
 
     M-sweep: ``alpha_problem(n, n, M, alpha=1, kappa_max)`` for each ``M`` in ``workers``
@@ -135,7 +142,10 @@ def rounds_sweep(out: Optional[str] = None, *, workers: Optional[Sequence[int]] 
     EAGLE, CG and GD. Every run stops when ``‖D_ℓ − D̂‖_F ≤ target·‖D̂‖_F`` or at its cap
     (``eagle_cap``, ``accel_cap``, ``gd_cap``, ``cg_cap``).
     ``smoke=True`` shrinks every default to finish in seconds; explicit arguments still win.
+    Every row also carries its counted all-reduces and its modelled time on the named networks
+    of :data:`eagle_dist.bench.network.DEFAULT_NETWORKS` (and on ``latency``/``bandwidth``).
     """
+    nets = networks_from(DEFAULT_NETWORKS, latency, bandwidth)
     if smoke and threads is None:
         threads = 1     # tiny problems gain nothing from threads; one thread is immune to OpenMP
         #                 oversubscription stalls (seconds per tiny GEMM) on a busy machine
@@ -182,7 +192,8 @@ def rounds_sweep(out: Optional[str] = None, *, workers: Optional[Sequence[int]] 
             _ = prob.reference, prob.error_denominator      # not part of any timing
             build_s[f"M={M}"] = time.perf_counter() - t0
             _run_point("M", prob, shards, ("eagle", "cg", "gd"), n=cfg["n"], target=target, caps=caps,
-                       alpha_target=1.0, progress=progress, rows=rows, curves=curves, bar=bar)
+                       alpha_target=1.0, progress=progress, rows=rows, curves=curves, bar=bar,
+                       networks=nets)
         for a in alist:
             t0 = time.perf_counter()
             prob, shards = alpha_problem(cfg["alpha_n"], cfg["alpha_n"], cfg["alpha_workers"],
@@ -193,7 +204,7 @@ def rounds_sweep(out: Optional[str] = None, *, workers: Optional[Sequence[int]] 
             _run_point("alpha", prob, shards, ("eagle", "eagle-accel", "cg", "gd"),
                        n=cfg["alpha_n"],
                        target=target, caps=caps, alpha_target=a, progress=progress, rows=rows,
-                       curves=curves, bar=bar)
+                       curves=curves, bar=bar, networks=nets)
         bar.close()
         load_end = report.load_average()
     elapsed = time.perf_counter() - t_start
@@ -417,7 +428,9 @@ def _rounds_markdown(out, command, machine, rows, h, cfg, kappa_max, target, cap
             lambda r: report.fmt(r.get("prediction_max_rel_dev")) if r["method"] == "gd" else "",
         "κ(Ē₀)": lambda r: report.fmt(r.get("kappa_Ebar")) if r["method"] == "gd" else "",
         "ms / round": "time_per_round_ms", "floats sent / worker / round": "message_elements",
-        "A,B frozen at": "ab_frozen_at"})
+        "A,B frozen at": "ab_frozen_at",
+        **{f"{k[2:-2]} (s, modelled)": (lambda r, k=k: report.fmt(r.get(k)))
+           for k in (rows[0] if rows else {}) if k.startswith("t_") and k.endswith("_s")}})
     head = []
     if "eagle_rounds_max" in h:
         head += [
@@ -504,8 +517,8 @@ def _cmd_rounds(args) -> int:
         alpha_workers=args.alpha_workers, alpha_n=args.alpha_n, kappa_max=args.kappa_max,
         target=args.target, eagle_cap=args.eagle_cap, accel_cap=args.accel_cap,
         gd_cap=args.gd_cap, cg_cap=args.cg_cap, seed=args.seed, threads=args.threads,
-        smoke=args.smoke,
-        progress=not args.no_progress))
+        smoke=args.smoke, progress=not args.no_progress, latency=args.latency,
+        bandwidth=args.bandwidth))
 
 
 def add_parser(bsub) -> None:
@@ -528,4 +541,8 @@ def add_parser(bsub) -> None:
                    "beyond it GD's rounds are predicted, labelled)")
     p.add_argument("--cg-cap", type=int, default=None,
                    help=f"distributed CG rounds cap (default {f['cg_cap']})")
+    p.add_argument("--latency", type=float, default=None,
+                   help="also model a custom network: seconds per all-reduce (with --bandwidth)")
+    p.add_argument("--bandwidth", type=float, default=None,
+                   help="also model a custom network: bytes per second per worker")
     p.set_defaults(fn=_cmd_rounds)

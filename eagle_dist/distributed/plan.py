@@ -19,6 +19,7 @@ import torch
 from ..control import SolverOptions, resolve_dtype
 from ..data.shards import make_shards
 from ..result import BlockScale, History, SolveResult, Status, pow2_exponent, unscale_completion
+from .network import Network
 from .protocol import RankResult, RankTask, as_local_kernel, is_certified, kernel_name
 from .worker import MODES, EagleKernel, FaultInjection, RoundConfig
 
@@ -128,12 +129,15 @@ def prepare(problem, opts: SolverOptions, *, method: str = "eagle", workers: int
             shards="contiguous", eta: Optional[float] = None, gamma: Optional[float] = None,
             normalization: str = "local", accelerate: bool = False, timeout: float = 60.0,
             kernel=None, fault: Optional[FaultInjection] = None, mode: str = "auto",
-            verify: bool = True, rcond: Optional[float] = None) -> Plan:
+            verify: bool = True, rcond: Optional[float] = None,
+            network: Optional[Network] = None) -> Plan:
     """Validate everything and build each rank's task (no process is started here: bad shards,
     step sizes or timeouts fail before any worker exists).
 
     Every block is divided by its largest power of two first (exact); the plan's ``scale`` undoes
-    it on D (``B A⁺ C`` scales as ``2^(b + c − a)``, kept as an integer exponent)."""
+    it on D (``B A⁺ C`` scales as ``2^(b + c − a)``, kept as an integer exponent).
+    ``network``: inject that network's delay into every all-reduce (checks the network model,
+    :mod:`eagle_dist.distributed.network`)."""
 
     def real(v):
         return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
@@ -188,7 +192,7 @@ def prepare(problem, opts: SolverOptions, *, method: str = "eagle", workers: int
     scale = source.scale() if kernel.scale_invariant else BlockScale(0, 0, 0)
     cfg = RoundConfig(workers=workers, normalization=normalization, accelerate=accelerate,
                       opts=opts, fault=fault, mode=mode, verify=bool(verify),
-                      method="cg" if method == "cg" else "eagle")
+                      method="cg" if method == "cg" else "eagle", network=network)
     C = source.C().astype(np.float64) / scale.factors[2]
     ref = den = None
     if opts.record_error or opts.target_error is not None:
@@ -238,7 +242,10 @@ def assemble(plan: Plan, results: List[RankResult], *, backend: str, wall: float
                 bytes_sent_per_worker=out.bytes_sent, probe_gap=out.probe_gap,
                 c_remainder=out.c_remainder, certified_at=out.certified_at,
                 best_iteration=out.best_iteration, device=r0.device, rendezvous=r0.rendezvous,
-                scale_exponent=plan.scale.exponent)
+                scale_exponent=plan.scale.exponent, collectives=out.collectives,
+                collective_bytes_per_worker=out.collective_bytes)
+    if cfg.network is not None:
+        info.update(injected_network=cfg.network.name, injected_delay_s=out.injected_delay_s)
     placement = r0.placement or [dict(rank=r.rank, local_rank=r.local_rank, node_rank=r.node_rank,
                                       host=r.host, device=r.device) for r in results]
     info.update(placement=placement, nodes=len({p["node_rank"] for p in placement}))

@@ -33,6 +33,7 @@ from ..control import SolverOptions, resolve_device, resolve_dtype
 from ..result import SolveResult
 from .launch_ray import RayLauncher, release_ray_actors, shutdown_ray  # noqa: F401
 from .launch_torch import TorchLauncher
+from .network import Network
 from .plan import GRAM_AUTO_MAX_ELEMENTS, Plan, assemble, choose_mode, prepare, store_reference  # noqa: F401
 from .protocol import RankResult
 from .rank import (STARTUP_TIMEOUT_S, as_tensor, call_entry, init_group, peak_rss_bytes,  # noqa: F401
@@ -93,7 +94,8 @@ def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", wo
                       address: Optional[str] = None, kernel=None,
                       fault: Optional[FaultInjection] = None, mode: str = "auto",
                       verify: bool = True, rcond: Optional[float] = None,
-                      startup_timeout: float = STARTUP_TIMEOUT_S) -> SolveResult:
+                      startup_timeout: float = STARTUP_TIMEOUT_S,
+                      network: Optional[Network] = None) -> SolveResult:
     """Distributed EAGLE (``method="eagle"``), distributed GD (``"gd"``, η = 0) or distributed
     CG on the normal equations (``"cg"``: all-reduce ``P·A Aᵀ`` each round; see
     :mod:`eagle_dist.distributed.worker`).
@@ -103,14 +105,15 @@ def solve_distributed(problem, opts: SolverOptions, *, method: str = "eagle", wo
     A Aᵀ and B Aᵀ; the centralized iterates, exact on any data) or ``"auto"``
     (:func:`choose_mode`). ``address`` (Ray): ``None`` joins ``RAY_ADDRESS`` when set, else
     starts Ray locally; ``"auto"`` or ``"host:port"`` join a running cluster. All validation
-    happens in :func:`prepare`, before any process or actor starts.
+    happens in :func:`prepare`, before any process or actor starts. ``network``: inject that
+    network's delay into every all-reduce (:mod:`eagle_dist.distributed.network`).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r}; use 'inprocess', 'torch' or 'ray'")
     plan = prepare(problem, opts, method=method, workers=workers, shards=shards, eta=eta,
                    gamma=gamma, normalization=normalization, accelerate=accelerate,
                    timeout=timeout, kernel=kernel, fault=fault, mode=mode, verify=verify,
-                   rcond=rcond)
+                   rcond=rcond, network=network)
     t0 = time.perf_counter()
     if backend == "inprocess":
         if fault is not None:

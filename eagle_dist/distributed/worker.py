@@ -58,6 +58,7 @@ from ..kernels import eagle_update, lift_cap, lift_point, spectral_norm_sq, well
 from ..result import Status
 from ..control import (Monitor, ResidualRule, SolverOptions, StepRule, VerifyRule, cg_check_due,
                        lsq_ratio, norm64, normal_cg_step)
+from .network import CountingComm, Network
 from .protocol import LocalKernel, as_local_kernel, is_certified
 
 MODES = ("paper", "gram")
@@ -141,6 +142,7 @@ class RoundConfig:
     mode: str = "paper"                    # "paper" | "gram" (see the module docstring)
     method: str = "eagle"                  # "eagle" / "gd" (the kernel's rounds) | "cg"
     verify: bool = True                    # paper mode: carry the probe column
+    network: Optional[Network] = None      # inject this network's delay into every all-reduce
 
 
 class ShardWorker:
@@ -209,6 +211,9 @@ class RoundsOutput:
     c_remainder: float = float("nan")   # paper mode: ‖C_ℓ‖/‖C_0‖ of the user's C when checked
     certified_at: int = -1
     best_iteration: int = 0
+    collectives: int = 0          # all-reduce calls of this worker (rounds, set-up and checks)
+    collective_bytes: int = 0     # bytes this worker put into them
+    injected_delay_s: float = 0.0  # sleep added by RoundConfig.network (0: none injected)
 
 
 def _sum_local(tensors: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -222,9 +227,17 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
                cfg: RoundConfig, reference: Optional[torch.Tensor], denominator: Optional[float],
                is_main: bool = True, on_round: Optional[Callable[[int], None]] = None) -> RoundsOutput:
     """The round loop (see the module docstring) for the workers this process holds.
-    ``on_round(r)`` is called after every round (the launchers' liveness heartbeat)."""
-    if cfg.method == "cg":
-        return _cg_rounds(local, C, D, comm, cfg, reference, denominator, is_main, on_round)
+    ``on_round(r)`` is called after every round (the launchers' liveness heartbeat). Every
+    all-reduce is counted (calls, bytes), and delayed when ``cfg.network`` injects one."""
+    counted = CountingComm(comm, cfg.network)
+    rounds = _cg_rounds if cfg.method == "cg" else _eagle_rounds
+    out = rounds(local, C, D, counted, cfg, reference, denominator, is_main, on_round)
+    out.collectives, out.collective_bytes = counted.calls, counted.nbytes
+    out.injected_delay_s = counted.delayed_s
+    return out
+
+
+def _eagle_rounds(local, C, D, comm, cfg, reference, denominator, is_main, on_round):
     if cfg.mode not in MODES:
         raise ValueError(f"mode={cfg.mode!r}; use one of {MODES}")
     M = cfg.workers
