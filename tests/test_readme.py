@@ -72,6 +72,7 @@ CLI = [line.split("#")[0].strip() for line in _block("## Command line", "bash").
 @pytest.mark.parametrize("line", CLI, ids=[" ".join(c.split()[1:4]) for c in CLI])
 def test_cli_example_runs_as_written(line, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)                               # runs/… land in a scratch folder
+    monkeypatch.setenv("EAGLE_DIST_CACHE", str(tmp_path / "cache"))   # auto's cost model
     argv = shlex.split(line)[1:]
     try:
         code = main(argv)
