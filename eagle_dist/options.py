@@ -78,9 +78,11 @@ class SolveOptions:
     rcond: Optional[float] = _opt(None, "EAGLE: singular values below rcond·σ_max count as zero "
                                   "(default sqrt(eps))", "eagle")
     accelerate: bool = _opt(False, "EAGLE: freeze A, B once A is conditioned", "eagle")
-    fast_path: bool = _opt(True, "EAGLE on a linear system (C = I, centralized): lift A alone "
-                           "with quintic steps and solve with the factor, certified by the true "
-                           "residual (eagle_dist.factorize); false: the C/D iteration", "eagle")
+    fast_path: bool = _opt(True, "EAGLE on a linear system (C = I): centralized, lift A alone "
+                           "with quintic steps and solve with the factor (eagle_dist.factorize); "
+                           "distributed Gram mode, W = (B Aᵀ)(A Aᵀ)⁺ from one all-reduce, "
+                           "refined on the true residual (distributed.gram_fast); both "
+                           "certified by the true residual; false: the C/D iteration", "eagle")
     precision: str = _opt("auto", "EAGLE fast path: float64 | float32 (lift in float32, finish "
                           "and refine in float64) | auto (float32 from min(n, d) = 512)", "eagle",
                           choices=("auto", "float64", "float32"))
@@ -290,7 +292,7 @@ APPLIES_TO: Dict[str, tuple] = {
     "norm": (LOOP_EAGLE, ("centralized", "sketched")),
     "rcond": (("eagle",), None),
     "accelerate": (("eagle",), None),
-    "fast_path": (("eagle",), ("centralized",)),
+    "fast_path": (("eagle",), ("centralized", "distributed")),
     "precision": (("eagle",), ("centralized",)),
     "sketch_size": (SKETCHABLE, ("sketched",)),
     "sketch_kind": (SKETCHABLE, ("sketched",)),

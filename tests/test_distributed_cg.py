@@ -1,4 +1,4 @@
-"""Distributed CG on the normal equations (eagle_dist.distributed.worker._cg_rounds): the same
+"""Distributed CG on the normal equations (eagle_dist.distributed.cg_rounds): the same
 iterates as the centralized CG, a true-residual certificate, and the same code path on the
 in-process and Ray backends."""
 import numpy as np

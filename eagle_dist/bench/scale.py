@@ -35,6 +35,7 @@ path, workers, backend, tol = sys.argv[1], int(sys.argv[2]), sys.argv[3], float(
 s = ColumnStore.open(path)
 t0 = time.perf_counter()
 res = solve(s, "eagle", workers=workers, backend=backend, mode="gram", tol=tol, max_iter=200,
+            record_error=True,   # against the store's D_true (the driver never reads A)
             timeout=600, startup_timeout=600)
 wall = time.perf_counter() - t0
 out = dict(status=res.status.value, rounds=res.rounds, error=res.error, wall_s=wall,

@@ -246,6 +246,8 @@ def assemble(plan: Plan, results: List[RankResult], *, backend: str, wall: float
                 collective_bytes_per_worker=out.collective_bytes)
     if cfg.network is not None:
         info.update(injected_network=cfg.network.name, injected_delay_s=out.injected_delay_s)
+    if out.fast_path:
+        info["fast_path"] = out.fast_path
     placement = r0.placement or [dict(rank=r.rank, local_rank=r.local_rank, node_rank=r.node_rank,
                                       host=r.host, device=r.device) for r in results]
     info.update(placement=placement, nodes=len({p["node_rank"] for p in placement}))
