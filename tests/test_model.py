@@ -277,6 +277,7 @@ def test_learned_kernel_replays_the_transformer(tmp_path):
         solve_distributed(prob, opts, workers=3, kernel=LearnedKernel.from_model(m, c))
 
 
+@pytest.mark.slow       # ~34 s (Ray actors load the model); the pickling is tested by default below
 def test_learned_kernel_same_on_inprocess_and_ray(tmp_path):
     from eagle_dist.control import SolverOptions
     from eagle_dist.distributed.runtime import solve_distributed
@@ -290,6 +291,28 @@ def test_learned_kernel_same_on_inprocess_and_ray(tmp_path):
     kw = dict(workers=2, kernel=kern, verify=False, normalization="none")
     a = solve_distributed(prob, opts, backend="inprocess", **kw)
     b = solve_distributed(prob, opts, backend="ray", **kw)
+    np.testing.assert_array_equal(a.D, b.D)
+    assert a.iterations == b.iterations == 4
+
+
+def test_learned_kernel_survives_the_trip_to_a_worker(tmp_path):
+    """What the Ray and torch backends do to a learned kernel, without starting them: pickle it
+    (the task sent to a worker), unpickle, bind a rank; the rounds must not change (the Ray run
+    itself is the `slow` test above)."""
+    import pickle
+    from eagle_dist.control import SolverOptions
+    from eagle_dist.distributed.runtime import solve_distributed
+    from eagle_dist.model.data import as_numpy_problem
+    from eagle_dist.model.kernel import LearnedKernel
+    m, c = _two_machine_checkpoint(str(tmp_path / "m.pt"))
+    kern = LearnedKernel.from_checkpoint(str(tmp_path / "m.pt"))
+    travelled = pickle.loads(pickle.dumps(kern))
+    t = fixed_test_set(c.model, c.data, 1, 5, dtype=torch.float64)
+    prob = as_numpy_problem(t, 0, c.model)
+    opts = SolverOptions(max_iter=4, tol=1e-300, record_error=False)
+    kw = dict(workers=2, verify=False, normalization="none")
+    a = solve_distributed(prob, opts, kernel=kern, **kw)
+    b = solve_distributed(prob, opts, kernel=travelled, **kw)
     np.testing.assert_array_equal(a.D, b.D)
     assert a.iterations == b.iterations == 4
 
@@ -387,6 +410,7 @@ def test_training_summary_reports_the_norm_guarded_figures(tmp_path):
     assert "norm-guarded prediction" in (tmp_path / "g" / "summary.md").read_text()
 
 
+@pytest.mark.slow       # ~22 s (trains an 8-head model); single-head extraction runs by default
 def test_extraction_merges_heads_that_share_the_update(tmp_path):
     """Eight heads each carrying a share of a planted EAGLE layer: pruning to one head loses the
     model, so the extraction merges them — the summed scalars are the planted ones, exactly."""

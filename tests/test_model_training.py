@@ -21,10 +21,13 @@ def cfg_of(*over):
 # training
 
 
-@pytest.mark.parametrize("regime,factor,extra", [("unconstrained", 5.0, ()),
-                                                 ("distributed", 5.0, ()),
-                                                 ("compute_limited", 5.0, ("model.r=9",)),
-                                                 ("compute_limited", 2.5, ())])
+# the default suite trains two regimes here (distributed training runs in
+# test_parallel_training_matches_single_process); the other two are `slow` (~10 s each)
+@pytest.mark.parametrize("regime,factor,extra", [
+    ("unconstrained", 5.0, ()),
+    pytest.param("distributed", 5.0, (), marks=pytest.mark.slow),
+    pytest.param("compute_limited", 5.0, ("model.r=9",), marks=pytest.mark.slow),
+    ("compute_limited", 2.5, ())])
 def test_short_training_beats_the_zero_predictor(regime, factor, extra):
     """300 steps of batch 256 (≈10 s on one core): 9.6x (unconstrained) and 5.7x (distributed)
     below the zero predictor, measured. The compute-limited regime with a sketch of width
@@ -87,6 +90,7 @@ def test_cosine_schedule_resumes_exactly_and_init_from_starts_from_a_checkpoint(
                           f"run.dir={tmp_path / 'j'}"))
 
 
+@pytest.mark.slow       # ~13 s (a torch.compile build); the eager path is tested by default
 def test_compiled_training_matches_eager_and_resumes_bit_for_bit(tmp_path):
     """run.compile=true (torch.compile of the step) trains the same model as eager mode to
     rounding (float64), and a compiled run resumes bit for bit; auto compiles long runs only."""
@@ -106,8 +110,9 @@ def test_compiled_training_matches_eager_and_resumes_bit_for_bit(tmp_path):
     assert not use_compile(cfg_of("optim.steps=20000", "model.regime=distributed"), "machine")
 
 
-@pytest.mark.parametrize("regime,mode", [("unconstrained", "data"), ("distributed", "machine"),
-                                         ("distributed_shared", "machine")])
+@pytest.mark.parametrize("regime,mode", [
+    ("unconstrained", "data"), ("distributed", "machine"),
+    pytest.param("distributed_shared", "machine", marks=pytest.mark.slow)])   # ~17 s; same path
 def test_parallel_training_matches_single_process(tmp_path, regime, mode):
     """2 gloo processes: DDP (batch slices) and machine-parallel (one process per machine
     block, differentiable all-reduce; with shared heads a replica of the shared weights per
