@@ -9,7 +9,7 @@ import logging
 import math
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -102,8 +102,23 @@ def gemm_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
         solve_iters=cfg["solve_iters"], device=device, seed=seed, threads=threads),
         ["smoke"] if smoke else [])
 
+    samples, cells, machine, load = _measure_gemm(cfg, sizes, dtypes, dev, seed=seed,
+                                                  threads=threads, progress=progress,
+                                                  command=command)
+    summary, headline = _summarise_gemm(cells, cfg)
+    files = _write_gemm(out, samples, summary, headline, cfg, dev, command=command,
+                        machine=machine, load=load)
+    return SweepResult("gemm", out, samples, summary, headline, files, command)
+
+
+def _measure_gemm(cfg: Dict[str, Any], sizes: List[int], dtypes: List[str], dev: torch.device,
+                  *, seed: int, threads: Optional[int], progress: bool, command: str
+                  ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]], str, Tuple[float, float]]:
+    """Time every (size, dtype) cell: the raw samples (one row per timed repetition of each op),
+    one record per cell (its set-up and the seconds of every op, by op name), the machine
+    description and the load average before and after. Writes no files."""
     samples: List[Dict[str, Any]] = []
-    summary: List[Dict[str, Any]] = []
+    cells: List[Dict[str, Any]] = []
     with _threads(threads):
         machine = report.machine_description()
         load_start = report.load_average()
@@ -155,47 +170,23 @@ def gemm_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
                 if sym is not None:
                     ops["syrk"] = lambda: sym.gram(A)
                 timed = _time_interleaved(ops, cfg["warmup"], cfg["runs"], dev)
-                t_gemm, t_gram, t_kernel = timed["gemm"], timed["gram"], timed["kernel"]
-                t_kernel_gemm, t_syrk = timed["kernel_gemm"], timed.get("syrk", [])
                 # the full solve loop: one warm-up solve, then per-iteration times from the history
                 solve(prob, "eagle", record_error=False, tol=_NO_TOL, max_iter=2, dtype=dt_name,
                       device=str(dev))
                 res = solve(prob, "eagle", record_error=False, tol=_NO_TOL,
                             max_iter=cfg["solve_iters"], dtype=dt_name, device=str(dev))
                 t_solve = list(np.diff(np.concatenate([[0.0], res.history.time])))
-                for op, ts in (("gemm", t_gemm), ("gram_AtA", t_gram), ("syrk", t_syrk),
-                               ("kernel", t_kernel), ("kernel_gemm_only", t_kernel_gemm),
-                               ("solve_iteration", t_solve)):
+                seconds = {"gemm": timed["gemm"], "gram_AtA": timed["gram"],
+                           "syrk": timed.get("syrk", []), "kernel": timed["kernel"],
+                           "kernel_gemm_only": timed["kernel_gemm"], "solve_iteration": t_solve}
+                for op, ts in seconds.items():
                     for i, t in enumerate(ts):
                         samples.append(dict(dtype=dt_name, n=n, d=d, op=op, rep=i, seconds=t))
-                g, k, s, gr, kg = (report.stats(t) for t in (t_gemm, t_kernel, t_solve, t_gram,
-                                                              t_kernel_gemm))
-                sy = report.stats(t_syrk) if t_syrk else None
-                flops = n * d * d
-                # best-of-N (the least disturbed repetition: the estimator of choice on a shared
-                # machine) is the headline; medians are reported next to it
-                floor_best, floor_med = 1.5 * g["min"], 1.5 * g["median"]
-                row = dict(
-                    dtype=dt_name, n=n, d=d, device=str(dev), threads=torch.get_num_threads(),
-                    gemm_ms=1e3 * g["min"], gemm_ms_median=1e3 * g["median"],
-                    gemm_ms_std=1e3 * g["std"], gemm_gflops=2.0 * flops / g["min"] / 1e9,
-                    floor_ms=1e3 * floor_best,
-                    gram_ms=1e3 * gr["min"], gram_over_gemm=gr["min"] / g["min"],
-                    symmetric_blas=sym is not None,
-                    syrk_ms=1e3 * sy["min"] if sy else float("nan"),
-                    syrk_over_gemm=sy["min"] / g["min"] if sy else float("nan"),
-                    kernel_gemm_only_ms=1e3 * kg["min"],
-                    kernel_gemm_only_ratio=kg["min"] / floor_best,
-                    kernel_ms=1e3 * k["min"], kernel_ms_median=1e3 * k["median"],
-                    kernel_ms_std=1e3 * k["std"],
-                    kernel_ratio=k["min"] / floor_best, kernel_ratio_median=k["median"] / floor_med,
-                    solve_iter_ms=1e3 * s["min"], solve_iter_ms_median=1e3 * s["median"],
-                    solve_iter_ms_std=1e3 * s["std"],
-                    solve_ratio=s["min"] / floor_best, solve_ratio_median=s["median"] / floor_med,
-                    runs=cfg["runs"], solve_iters=cfg["solve_iters"],
-                    target_met=bool(k["min"] / floor_best <= 1.2),
-                )
-                summary.append(row)
+                cell = dict(dtype=dt_name, n=n, d=d, device=str(dev),
+                            threads=torch.get_num_threads(), symmetric_blas=sym is not None,
+                            seconds=seconds)
+                cells.append(cell)
+                row = _gemm_row(cell, cfg)
                 log.info("n=d=%d %s: GEMM %.1f GF/s, kernel %.2f ms = %.3f x floor, solve "
                          "iteration %.2f ms = %.3f x floor (best of N)", n, dt_name,
                          row["gemm_gflops"],
@@ -204,10 +195,56 @@ def gemm_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
                 bar.update(1)
         bar.close()
         load_end = report.load_average()
+    return samples, cells, machine, (load_start, load_end)
 
+
+def _gemm_row(cell: Dict[str, Any], cfg: Dict[str, Any]) -> Dict[str, Any]:
+    """Pure: one summary row (best of N, medians, spreads and ratios to the floor) from a cell
+    record of :func:`_measure_gemm`."""
+    n, d, t = cell["n"], cell["d"], cell["seconds"]
+    g, k, s, gr, kg = (report.stats(t[op]) for op in ("gemm", "kernel", "solve_iteration",
+                                                      "gram_AtA", "kernel_gemm_only"))
+    sy = report.stats(t["syrk"]) if t["syrk"] else None
+    flops = n * d * d
+    # best-of-N (the least disturbed repetition: the estimator of choice on a shared
+    # machine) is the headline; medians are reported next to it
+    floor_best, floor_med = 1.5 * g["min"], 1.5 * g["median"]
+    return dict(
+        dtype=cell["dtype"], n=n, d=d, device=cell["device"], threads=cell["threads"],
+        gemm_ms=1e3 * g["min"], gemm_ms_median=1e3 * g["median"],
+        gemm_ms_std=1e3 * g["std"], gemm_gflops=2.0 * flops / g["min"] / 1e9,
+        floor_ms=1e3 * floor_best,
+        gram_ms=1e3 * gr["min"], gram_over_gemm=gr["min"] / g["min"],
+        symmetric_blas=cell["symmetric_blas"],
+        syrk_ms=1e3 * sy["min"] if sy else float("nan"),
+        syrk_over_gemm=sy["min"] / g["min"] if sy else float("nan"),
+        kernel_gemm_only_ms=1e3 * kg["min"],
+        kernel_gemm_only_ratio=kg["min"] / floor_best,
+        kernel_ms=1e3 * k["min"], kernel_ms_median=1e3 * k["median"],
+        kernel_ms_std=1e3 * k["std"],
+        kernel_ratio=k["min"] / floor_best, kernel_ratio_median=k["median"] / floor_med,
+        solve_iter_ms=1e3 * s["min"], solve_iter_ms_median=1e3 * s["median"],
+        solve_iter_ms_std=1e3 * s["std"],
+        solve_ratio=s["min"] / floor_best, solve_ratio_median=s["median"] / floor_med,
+        runs=cfg["runs"], solve_iters=cfg["solve_iters"],
+        target_met=bool(k["min"] / floor_best <= 1.2),
+    )
+
+
+def _summarise_gemm(cells: List[Dict[str, Any]], cfg: Dict[str, Any]
+                    ) -> Tuple[List[Dict[str, Any]], Dict[str, Any]]:
+    """Pure: the summary row of every cell and the headline dict (ratios to the floor)."""
+    summary = [_gemm_row(c, cfg) for c in cells]
     headline = {f"kernel_ratio_{r['dtype']}_n{r['n']}": r["kernel_ratio"] for r in summary}
     headline.update({f"solve_ratio_{r['dtype']}_n{r['n']}": r["solve_ratio"] for r in summary})
     headline["target_1.2_met_all"] = all(r["target_met"] for r in summary)
+    return summary, headline
+
+
+def _write_gemm(out: str, samples: List[Dict[str, Any]], summary: List[Dict[str, Any]],
+                headline: Dict[str, Any], cfg: Dict[str, Any], dev: torch.device, *,
+                command: str, machine: str, load: Tuple[float, float]) -> List[str]:
+    """Write the CSVs, the plot and summary.md into ``out``; return the files written."""
     files = [report.write_csv(samples, os.path.join(out, "gemm.csv")),
              report.write_csv(summary, os.path.join(out, "gemm_summary.csv"))]
     files += _plot_gemm(out, summary)
@@ -248,7 +285,8 @@ def gemm_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
     notes = [
         "floor = 3·n·d² flops at the GEMM rate measured in the same run (a (n, d) @ (d, d) "
         "torch.matmul) = 1.5 × the GEMM time.",
-        f"Each of GEMM, AᵀA (GEMM and SYRK), the kernel and the GEMM-only kernel is timed {cfg['runs']} times, interleaved (one of each "
+        "Each of GEMM, AᵀA (GEMM and SYRK), the kernel and the GEMM-only kernel is timed "
+        f"{cfg['runs']} times, interleaved (one of each "
         f"per round) after {cfg['warmup']} warm-up rounds; the table shows the best (fastest) "
         "repetition and, in brackets, the median. The floor and the headline ratio use the best "
         "repetitions: on a shared machine the fastest repetition is the least disturbed one. "
@@ -261,7 +299,7 @@ def gemm_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
         "same call with that path switched off, timed in the same interleaved rounds.",
         f"device {dev}; gemm.csv holds every timed sample.",
     ]
-    notes += report.load_notes(load_start, load_end)
+    notes += report.load_notes(*load)
     md = report.write_markdown(os.path.join(out, "summary.md"),
                                "GEMM efficiency: EAGLE time per iteration / (3·n·d² flops at the "
                                "measured GEMM rate)", command, table, notes, machine=machine,
@@ -269,7 +307,7 @@ def gemm_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
                                files=[os.path.basename(f) for f in files])
     files.append(md)
     log.info("GEMM sweep written to %s", out)
-    return SweepResult("gemm", out, samples, summary, headline, files, command)
+    return files
 
 
 def _norm2_torch(A: np.ndarray) -> float:

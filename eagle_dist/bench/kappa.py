@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 TARGETED = ("eagle", "cg", "gd")                  # stop on the true error: iterations to target
 KRYLOV = ("lsmr", "lsqr")                          # SciPy: own stopping rule, no per-iteration hook
 DIRECT = ("lstsq", "lstsq-gelsd", "lstsq-gelsy", "pinv")
+# run 0's curve per (κ, method): (iterations, relative error, seconds)
+_Curves = Dict[Tuple[float, str], Tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def _fmt_kappa(k: float) -> str:
@@ -101,8 +103,24 @@ def kappa_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
         eagle_max_iter=cfg["eagle_max_iter"], krylov_tol=krylov_tol, dtype=dtype, device=device,
         seed=seed, threads=threads), ["smoke"] if smoke else [])
 
+    rows, curves, machine, load = _measure_kappa(
+        cfg, kappas, methods, target=target, krylov_tol=krylov_tol, dtype=dtype, device=device,
+        seed=seed, threads=threads, progress=progress, command=command)
+    summary, ratios, headline = _summarise_kappa(rows, kappas, target)
+    files = _write_kappa(out, rows, summary, ratios, curves, headline, cfg, kappas, methods,
+                         target=target, krylov_tol=krylov_tol, dtype=dtype, device=device,
+                         seed=seed, command=command, machine=machine, load=load)
+    return SweepResult("kappa", out, rows, summary, headline, files, command)
+
+
+def _measure_kappa(cfg: Dict[str, Any], kappas: List[float], methods: List[str], *,
+                   target: float, krylov_tol: float, dtype: str, device: str, seed: int,
+                   threads: Optional[int], progress: bool, command: str
+                   ) -> Tuple[List[Dict[str, Any]], _Curves, str, Tuple[float, float]]:
+    """Run every (κ, run, method) problem: the raw rows, run 0's curves per ``(κ, method)``, the
+    machine description and the load average before and after. Writes no files."""
     rows: List[Dict[str, Any]] = []
-    curves: Dict[Tuple[float, str], Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    curves: _Curves = {}
     with _threads(threads):
         machine = report.machine_description()
         load_start = report.load_average()
@@ -154,7 +172,12 @@ def kappa_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
                     bar.update(1)
         bar.close()
         load_end = report.load_average()
+    return rows, curves, machine, (load_start, load_end)
 
+
+def _summarise_kappa(rows: List[Dict[str, Any]], kappas: List[float], target: float
+                     ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]], Dict[str, Any]]:
+    """Pure: the per-(κ, method) summary, the CG / EAGLE ratios per κ and the headline dict."""
     summary = _aggregate(rows, ("kappa", "method"))
     by = {(s["kappa"], s["method"]): s for s in summary}
     ratios = []
@@ -175,7 +198,15 @@ def kappa_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
                         cg_over_eagle_lower_bound=r["lower_bound"],
                         cg_over_eagle_time=r["time_ratio"],
                         target_300x_met=bool(r["ratio"] >= 300 and r["eagle_reached"]))
+    return summary, ratios, headline
 
+
+def _write_kappa(out: str, rows: List[Dict[str, Any]], summary: List[Dict[str, Any]],
+                 ratios: List[Dict[str, Any]], curves: _Curves, headline: Dict[str, Any],
+                 cfg: Dict[str, Any], kappas: List[float], methods: List[str], *,
+                 target: float, krylov_tol: float, dtype: str, device: str, seed: int,
+                 command: str, machine: str, load: Tuple[float, float]) -> List[str]:
+    """Write the CSVs, the plots and summary.md into ``out``; return the files written."""
     files = [report.write_csv(rows, os.path.join(out, "kappa.csv")),
              report.write_csv(summary, os.path.join(out, "kappa_summary.csv")),
              report.write_csv(ratios, os.path.join(out, "kappa_cg_over_eagle.csv")),
@@ -210,14 +241,14 @@ def kappa_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
         f"dtype {dtype}, device {device}; n = {cfg['n']}, d = {cfg['d']}, n' = {cfg['nq']}, "
         f"d' = {cfg['dq']}; controlled generator (geometric spectrum from 1 to 1/κ, noiseless).",
     ]
-    notes += report.load_notes(load_start, load_end)
+    notes += report.load_notes(*load)
     md = report.write_markdown(os.path.join(out, "summary.md"),
                                "κ-sweep: iterations and time to relative error "
                                f"{target:g}", command, table, notes, machine=machine,
                                sections=sections, files=[os.path.basename(f) for f in files])
     files.append(md)
     log.info("κ-sweep written to %s", out)
-    return SweepResult("kappa", out, rows, summary, headline, files, command)
+    return files
 
 
 def _krylov_curve(prob, method, tol, final_iters, common, points: int = 12):

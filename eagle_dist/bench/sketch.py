@@ -34,6 +34,9 @@ SKETCH_FULL = dict(n=240, d=240, nq=2, dq=2, runs=3, max_iter=10000, sketch_size
                    kinds=("sample", "orthonormal"))
 SKETCH_SMOKE = dict(n=32, d=32, nq=2, dq=2, runs=1, max_iter=300, sketch_sizes=None,
                     kinds=("sample", "orthonormal"))
+METHODS = ("eagle", "sgd")
+# run 0's curve per (r, kind, method): (iterations, relative error, seconds)
+_Curves = Dict[Tuple[int, str, str], Tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 def sketch_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
@@ -73,7 +76,6 @@ def sketch_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
         raise ValueError(f"kinds {bad}: use 'sample' and/or 'orthonormal'")
     if not (target > 0):
         raise ValueError(f"target={target!r} must be a positive relative error, e.g. 1e-2")
-    methods = ("eagle", "sgd")
     out = out or os.path.join(RESULTS_ROOT, "sketch")
     report.ensure_dir(out)
     command = report.command_line("eagle-dist bench sketch", dict(
@@ -81,22 +83,40 @@ def sketch_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
         sketch_sizes=sizes, kinds=kinds, kappa=kappa, target=target, max_iter=cfg["max_iter"],
         dtype=dtype, device=device, seed=seed, threads=threads), ["smoke"] if smoke else [])
 
+    rows, curves, machine, load = _measure_sketch(
+        cfg, sizes, kinds, kappa=kappa, target=target, dtype=dtype, device=device, seed=seed,
+        threads=threads, progress=progress, command=command)
+    summary, speedups, headline = _summarise_sketch(rows, sizes, kinds, dd, target)
+    files = _write_sketch(out, rows, summary, speedups, curves, headline, cfg, sizes, kinds,
+                          kappa=kappa, target=target, dtype=dtype, device=device, seed=seed,
+                          command=command, machine=machine, load=load)
+    return SweepResult("sketch", out, rows, summary, headline, files, command)
+
+
+def _measure_sketch(cfg: Dict[str, Any], sizes: List[int], kinds: List[str], *, kappa: float,
+                    target: float, dtype: str, device: str, seed: int, threads: Optional[int],
+                    progress: bool, command: str
+                    ) -> Tuple[List[Dict[str, Any]], _Curves, str, Tuple[float, float]]:
+    """Run every (run, r, kind, method) solve: the raw rows, run 0's curves per
+    ``(r, kind, method)``, the machine description and the load average before and after.
+    Writes no files."""
+    dd = cfg["d"]
     rows: List[Dict[str, Any]] = []
-    curves: Dict[Tuple, Tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    curves: _Curves = {}
     with _threads(threads):
         machine = report.machine_description()
         load_start = report.load_average()
         log.info("sketch sweep: %s", command)
-        _warm_up([(m, dict(sketch_size=8, sketch_kind=k)) for m in methods for k in kinds],
+        _warm_up([(m, dict(sketch_size=8, sketch_kind=k)) for m in METHODS for k in kinds],
                  dtype, device)
-        bar = _progress(len(sizes) * len(kinds) * len(methods) * cfg["runs"], "sketch sweep",
+        bar = _progress(len(sizes) * len(kinds) * len(METHODS) * cfg["runs"], "sketch sweep",
                         progress)
         for run in range(cfg["runs"]):
             prob = controlled(cfg["n"], dd, cfg["nq"], cfg["dq"], kappa=kappa, seed=seed + run)
             _ = prob.reference, prob.error_denominator
             for r in sizes:
                 for kind in kinds:
-                    for m in methods:
+                    for m in METHODS:
                         bar.set_postfix_str(f"r={r} {kind} {m} run={run}")
                         res = _run_to_target(prob, m, target, cfg["max_iter"], sketch_size=int(r),
                                              sketch_kind=kind, dtype=dtype, device=device,
@@ -114,7 +134,14 @@ def sketch_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
                         bar.update(1)
         bar.close()
         load_end = report.load_average()
+    return rows, curves, machine, (load_start, load_end)
 
+
+def _summarise_sketch(rows: List[Dict[str, Any]], sizes: List[int], kinds: List[str], d: int,
+                      target: float
+                      ) -> Tuple[List[Dict[str, Any]], List[Dict[str, Any]], Dict[str, Any]]:
+    """Pure: the per-(r, kind, method) summary, the SGD / EAGLE speed-ups per (r, kind) and the
+    headline dict (speed-ups at ``r = d/4``)."""
     summary = _aggregate(rows, ("r", "kind", "method"))
     by = {(s["r"], s["kind"], s["method"]): s for s in summary}
     speedups = []
@@ -128,7 +155,7 @@ def sketch_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
                 speedup=s["time_s_mean"] / e["time_s_mean"],
                 iteration_ratio=s["iterations_mean"] / e["iterations_mean"],
                 eagle_reached=_all_reached(e), sgd_reached=_all_reached(s)))
-    quarter = max(1, dd // 4)
+    quarter = max(1, d // 4)
     headline: Dict[str, Any] = {"target": target, "r_quarter": quarter}
     for sp in speedups:
         if sp["r"] == quarter:
@@ -136,13 +163,22 @@ def sketch_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
             headline[f"speedup_{sp['kind']}"] = sp["speedup"]
             headline[f"speedup_{sp['kind']}_valid"] = valid
             headline[f"target_5x_met_{sp['kind']}"] = bool(valid and sp["speedup"] >= 5)
+    return summary, speedups, headline
 
+
+def _write_sketch(out: str, rows: List[Dict[str, Any]], summary: List[Dict[str, Any]],
+                  speedups: List[Dict[str, Any]], curves: _Curves, headline: Dict[str, Any],
+                  cfg: Dict[str, Any], sizes: List[int], kinds: List[str], *, kappa: float,
+                  target: float, dtype: str, device: str, seed: int, command: str,
+                  machine: str, load: Tuple[float, float]) -> List[str]:
+    """Write the CSVs, the plots and summary.md into ``out``; return the files written."""
+    dd, quarter = cfg["d"], headline["r_quarter"]
     files = [report.write_csv(rows, os.path.join(out, "sketch.csv")),
              report.write_csv(summary, os.path.join(out, "sketch_summary.csv")),
              report.write_csv(speedups, os.path.join(out, "sketch_speedup.csv")),
              report.write_csv(_curve_rows(curves, ("r", "kind", "method")),
                               os.path.join(out, "sketch_curves.csv"))]
-    files += _plot_sketch(out, sizes, kinds, methods, curves, summary, target, dd)
+    files += _plot_sketch(out, sizes, kinds, METHODS, curves, summary, target, dd)
 
     lines = []
     for kind in kinds:
@@ -181,7 +217,7 @@ def sketch_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
         f"dtype {dtype}, device {device}; SGD = GD on the same r-column sketch (η = 0, γ = 1, "
         "ρ = 1/‖A S‖₂²).",
     ]
-    notes += report.load_notes(load_start, load_end)
+    notes += report.load_notes(*load)
     md = report.write_markdown(os.path.join(out, "summary.md"),
                                f"Sketch sweep: sketched EAGLE vs SGD to relative error {target:g}",
                                command, table, notes, machine=machine,
@@ -189,7 +225,7 @@ def sketch_sweep(out: Optional[str] = None, *, runs: Optional[int] = None,
                                files=[os.path.basename(f) for f in files])
     files.append(md)
     log.info("sketch sweep written to %s", out)
-    return SweepResult("sketch", out, rows, summary, headline, files, command)
+    return files
 
 
 def _plot_sketch(out, sizes, kinds, methods, curves, summary, target, d) -> List[str]:
