@@ -48,12 +48,13 @@ from .common import walltime_solve as _walltime_solve, warm_up as _warm_up
 
 log = logging.getLogger(__name__)
 
-METHODS = ("eagle", "lstsq-gelsd", "lstsq-gelsy", "cg", "lsmr", "lsqr")
-ITERATIVE = ("eagle", "cg", "lsmr", "lsqr")
+METHODS = ("eagle", "lstsq-gelsd", "lstsq-gelsy", "cg", "lsmr", "lsqr", "auto")
+#: methods that take the residual target (auto: it passes it to what it runs)
+ITERATIVE = ("eagle", "cg", "lsmr", "lsqr", "auto")
 TOLERANCES = (1e-3, 1e-4, 1e-6, 1e-8, 1e-10)
 PAPER_TOL = 1e-3
 LABELS = {"eagle": "EAGLE", "lstsq-gelsd": "SVD lstsq", "lstsq-gelsy": "QR lstsq",
-          "cg": "CG (normal eq.)", "lsmr": "LSMR", "lsqr": "LSQR"}
+          "cg": "CG (normal eq.)", "lsmr": "LSMR", "lsqr": "LSQR", "auto": "auto"}
 # the paper's Table 2 / Table 4 (GPU seconds at τ = 1e-3: EAGLE / SVD / CG / LSMR; rank, κ)
 PAPER = {
     "NYPA/Maragal_4": (801, 1.38e7, 0.625, 0.849, 1.55, 2.34),
