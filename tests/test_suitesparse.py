@@ -111,7 +111,8 @@ def test_orient_auto_transposes_full_row_rank(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # eagle-dist bench suitesparse
 
-def test_bench_suitesparse_quick_end_to_end(tmp_path):
+def test_bench_suitesparse_quick_end_to_end(tmp_path, monkeypatch):
+    monkeypatch.setenv("EAGLE_DIST_CACHE", str(tmp_path / "auto-cache"))    # auto's cost model
     from eagle_dist.bench.report import read_csv
     from eagle_dist.cli import main
     rng = np.random.default_rng(0)
@@ -125,7 +126,7 @@ def test_bench_suitesparse_quick_end_to_end(tmp_path):
     rows = read_csv(out / "suitesparse_summary.csv")
     mats = {r["matrix"] for r in rows}
     assert mats == {"HB/abb313", "HB/ash958", "user_zero_rows"}
-    methods = {"eagle", "lstsq-gelsd", "lstsq-gelsy", "cg", "lsmr", "lsqr"}
+    methods = {"eagle", "lstsq-gelsd", "lstsq-gelsy", "cg", "lsmr", "lsqr", "auto"}
     # every matrix x method x tolerance is a row
     assert {(r["matrix"], r["method"], float(r["tolerance"])) for r in rows} == \
         {(m, k, t) for m in mats for k in methods for t in (1e-3, 1e-8)}

@@ -396,13 +396,13 @@ def _inverse(Gh: torch.Tensor, steps, allow_truncation: bool = True):
 def fast_path_applies(problem, opts: SolveOptions, *, sketch_size, eta, gamma, norm, accelerate,
                       method_name: str) -> bool:
     """EAGLE on ``W A = B`` (C = I) with nothing that needs the iteration itself: no sketch,
-    default step sizes and normalisation, no per-iteration control (callback, time budget, an
-    iteration cap below :data:`FAST_PATH_MIN_ITER`)."""
+    default step sizes and normalisation, no per-iteration control (a callback, an iteration cap
+    below :data:`FAST_PATH_MIN_ITER`). A ``time_budget`` is checked after the factorization and
+    the refinement (the lift itself, ~15 products, is not interrupted)."""
     from ..control import identity_c
     return (opts.fast_path and method_name == "eagle" and sketch_size is None and eta is None
             and gamma == 1.0 and norm == "auto" and not accelerate and opts.callback is None
-            and opts.time_budget is None and opts.max_iter >= FAST_PATH_MIN_ITER
-            and identity_c(problem))
+            and opts.max_iter >= FAST_PATH_MIN_ITER and identity_c(problem))
 
 
 #: the fast path takes at most ~15 lift steps and MAX_REFINE refinements; a smaller max_iter is a
@@ -444,6 +444,9 @@ def eagle_fast(problem, opts: SolveOptions, *, rcond: Optional[float]) -> SolveR
     if problem.dtype == np.float32:
         dtype_note["note"] = "float32 problem: lifted and refined in float64, returned as float32"
     status = Status.CONVERGED if passed else Status.INEXACT
+    if not passed and opts.time_budget is not None \
+            and time.perf_counter() - t0 >= opts.time_budget:
+        status = Status.TIME_BUDGET               # no time left for the C/D iteration either
     info = {"fast_path": True, "side": f.info.side, "lift_dtype": f.info.lift_dtype,
             "lift_steps": f.info.lift_steps, "refinements": refinements, "ell": f.info.ell,
             "certified_tests": f.info.certified_tests, "truncated": f.info.truncated,

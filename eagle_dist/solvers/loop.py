@@ -30,6 +30,7 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 from typing import Optional
@@ -121,8 +122,10 @@ def eagle(problem, opts: SolverOptions, *, eta: Optional[float] = None, gamma: f
                          else eta, gamma=gamma, norm=norm_given, accelerate=accelerate,
                          method_name=method_name):
         fast = eagle_fast(problem, opts, rcond=rcond)
-        if fast.converged:
+        if fast.converged or fast.status is Status.TIME_BUDGET:
             return fast
+        if opts.time_budget is not None:               # the iteration gets what is left
+            opts = dataclasses.replace(opts, time_budget=opts.time_budget - fast.time_s)
         # not certified (a rank-deficient, inconsistent system can hit the lift's rounding
         # floor): the C/D iteration, whose filtered step has no such floor, takes over
         fell_back = (f"fast path not certified (check {fast.info['check']:.3g} after "
