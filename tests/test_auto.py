@@ -23,7 +23,8 @@ def _lin(rng, n=40, d=60, nq=3, kappa=10.0):
 def _model(lsmr_per_it: float, direct_s: float = 1.0, eagle_s: float = 2.0):
     """A hand-made model: constant predictions, LSMR's set-up free, iterations ``lsmr_per_it``."""
     key = auto_mod._key(torch.device("cpu"), torch.float64, torch.get_num_threads())
-    return auto_mod.CostModel(key, (direct_s, 0.0), (eagle_s, 0.0), (0.0, 0.0, lsmr_per_it, 0.0))
+    return auto_mod.CostModel(key, (direct_s, 0.0), (eagle_s, 0.0), (0.0, 0.0, lsmr_per_it, 0.0),
+                              direct_qr=(direct_s, 0.0))
 
 
 @pytest.fixture
@@ -82,13 +83,15 @@ def test_lsmr_over_its_cap_hands_over_to_the_predicted_best(cache, monkeypatch, 
     # the cap allows 25 iterations (3 right-hand sides); an ill-conditioned system needs more
     monkeypatch.setattr(auto_mod, "cost_model",
                         lambda *a, **k: _model(auto_mod.RACE_FRACTION * 1.0 / (25 * 3)))
-    p, A = _lin(rng, kappa=1e6)
-    res = solve(p, "auto", tol=1e-12)
+    p, A = _lin(rng, kappa=1e4)
+    res = solve(p, "auto", tol=1e-10)
     info = res.info["auto"]
     assert info["lsmr_iteration_cap"] == 25
-    assert [r["method"] for r in info["ran"]] == ["lsmr", "lstsq"]
+    assert [r["method"] for r in info["ran"]] == ["lsmr", "lstsq-gelsy"]
     assert info["ran"][0]["status"] == "max_iterations" and info["ran"][0]["iterations"] == 25
-    assert res.method == "auto/lstsq-gelsd" and res.converged
+    # a linear system: LAPACK's QR driver, certified by LSQR's tests on the true residual
+    assert res.method == "auto/lstsq-gelsy" and res.converged and res.info["check"] <= 1e-10
+    assert np.allclose(res.D, p.B @ np.linalg.pinv(A), rtol=1e-6, atol=1e-9)
 
 
 def test_predicted_best_runs_alone_when_lsmr_cannot_help(cache, monkeypatch, rng):
@@ -102,8 +105,25 @@ def test_predicted_best_runs_alone_when_lsmr_cannot_help(cache, monkeypatch, rng
     # target_error: LSMR cannot stop on it, so it is never raced
     monkeypatch.setattr(auto_mod, "cost_model", lambda *a, **k: _model(1e-7))
     res = solve(p, "auto", target_error=1e-9)
-    assert [r["method"] for r in res.info["auto"]["ran"]] == ["lstsq"]
+    assert [r["method"] for r in res.info["auto"]["ran"]] == ["lstsq-gelsy"]
     assert res.error <= 1e-9
+
+
+def test_qr_that_cannot_certify_hands_over_to_the_svd_driver(cache, monkeypatch, rng):
+    monkeypatch.setattr(auto_mod, "cost_model", lambda *a, **k: _model(1.0))     # no race
+    p, A = _lin(rng, kappa=1e12)                   # QR's residual tests cannot reach tol here
+    res = solve(p, "auto", tol=1e-14)
+    ran = [r["method"] for r in res.info["auto"]["ran"]]
+    assert ran == ["lstsq-gelsy", "lstsq"] and res.info["auto"]["ran"][0]["status"] == "inexact"
+    assert res.method == "auto/lstsq-gelsd" and res.status.value != "converged"   # κ·u > √u
+
+
+def test_completions_use_the_svd_driver(cache, monkeypatch, rng):
+    monkeypatch.setattr(auto_mod, "cost_model", lambda *a, **k: _model(1.0))
+    A = rng.standard_normal((20, 30))
+    p = Problem.from_arrays(A, rng.standard_normal((2, 20)) @ A, rng.standard_normal((20, 3)))
+    res = solve(p, "auto")
+    assert [r["method"] for r in res.info["auto"]["ran"]] == ["lstsq"] and res.converged
 
 
 @pytest.mark.parametrize("kw, name", [(dict(eta=0.2), "eta"), (dict(rcond=1e-6), "rcond"),
