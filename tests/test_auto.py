@@ -35,6 +35,7 @@ def cache(tmp_path, monkeypatch):
 
 def test_auto_answer_is_certified_and_matches_pinv(cache, rng, monkeypatch):
     monkeypatch.setattr(auto_mod, "_LOADED", {})
+    monkeypatch.setattr(auto_mod, "machine_is_busy", lambda: False)      # so that it is cached
     p, A = _lin(rng)
     res = solve(p, "auto")
     ref = p.B @ np.linalg.pinv(A)
@@ -56,6 +57,7 @@ def test_auto_answer_is_certified_and_matches_pinv(cache, rng, monkeypatch):
 def test_cached_model_is_reused_and_a_corrupt_one_is_remeasured(cache, monkeypatch):
     dev, dt, th = torch.device("cpu"), torch.float64, 1
     monkeypatch.setattr(auto_mod, "_LOADED", {})
+    monkeypatch.setattr(auto_mod, "machine_is_busy", lambda: False)
     calls = []
     monkeypatch.setattr(auto_mod, "calibrate",
                         lambda *a: calls.append(1) or _model(1e-5))
@@ -67,6 +69,14 @@ def test_cached_model_is_reused_and_a_corrupt_one_is_remeasured(cache, monkeypat
     auto_mod._LOADED.clear()                                # a new process reads the file
     auto_mod.cost_model(dev, dt, th)
     assert len(calls) == 2 and json.loads(path.read_text())["version"] == auto_mod.MODEL_VERSION
+
+
+def test_a_calibration_on_a_busy_machine_is_not_cached(cache, monkeypatch):
+    monkeypatch.setattr(auto_mod, "_LOADED", {})
+    monkeypatch.setattr(auto_mod, "calibrate", lambda *a: _model(1e-5))
+    monkeypatch.setattr(auto_mod, "machine_is_busy", lambda: True)
+    m = auto_mod.cost_model(torch.device("cpu"), torch.float64, 1)
+    assert m.lsmr[2] == 1e-5 and not list(cache.glob("cost_model-*.json"))
 
 
 def test_cheap_lsmr_that_certifies_wins_the_race(cache, monkeypatch, rng):

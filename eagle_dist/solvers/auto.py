@@ -8,7 +8,9 @@ A; LSQR's tests on the true residual).
 
 The cost model (:class:`CostModel`) is calibrated once per machine, device, dtype and thread
 count — about two seconds of small solves — and kept as JSON in the cache folder
-(``$EAGLE_DIST_CACHE`` or ``~/.cache/eagle_dist``). Its predictions:
+(``$EAGLE_DIST_CACHE`` or ``~/.cache/eagle_dist``), unless the machine was busy while it was
+measured (then it serves the process only). ``cost_model(..., recalibrate=True)`` measures
+again; deleting the file has the same effect. Its predictions:
 
 * direct: ``t0 + c · (d·n·min(n, d) + n'·n·d)`` (one orthogonal factorisation of the d x n
   matrix ``Aᵀ`` and the right-hand sides);
@@ -44,7 +46,7 @@ from typing import Dict
 import numpy as np
 import torch
 
-from ..control import identity_c, resolve_device, resolve_dtype
+from ..control import identity_c, machine_is_busy, resolve_device, resolve_dtype
 from ..options import AUTO_CANDIDATES, SolveOptions
 from ..result import SolveResult, Status
 
@@ -219,6 +221,13 @@ def cost_model(device: torch.device, dtype: torch.dtype, threads: int, *,
              ", ".join(f"{k}={key[k]}" for k in ("device", "dtype", "threads")), path.parent)
     model = calibrate(device, dtype, threads)
     _LOADED[str(path)] = model
+    if machine_is_busy():
+        # measured: a calibration beside other work (load 5 on 2 cores) put LSMR's per-iteration
+        # cost 5x too high, and every later choice inherited it; such a model serves this
+        # process only, and the next process on a quieter machine measures again
+        log.warning("auto: the machine is busy (load average ≥ cores − 0.5); the cost model "
+                    "measured now is used by this process but not cached")
+        return model
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
