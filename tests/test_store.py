@@ -137,26 +137,34 @@ def test_two_ray_actors_solve_a_store_without_the_driver_reading_a(consistent, m
     assert res.info["worker_peak_rss_bytes"] > 0
 
 
-def test_cli_shards_a_matrix_market_file_and_solves_the_store(tmp_path):
+def test_cli_shards_a_matrix_market_file_and_solves_the_store(tmp_path, capsys):
+    """`eagle-dist shard` then `eagle-dist solve --store`, through the CLI's entry point (in this
+    process: a subprocess per command only re-imports torch; tests/test_cli.py runs the console
+    script itself)."""
+    from eagle_dist.cli import main
+
+    def cli(*argv):
+        try:
+            code = main(list(argv))
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+
     out = tmp_path / "abb"
-    r = subprocess.run([sys.executable, "-m", "eagle_dist.cli", "shard", "HB/abb313", "--out",
-                        str(out), "--part-columns", "50"], capture_output=True, text=True,
-                       timeout=120)
-    assert r.returncode == 0, r.stderr
+    code, _, err = cli("shard", "HB/abb313", "--out", str(out), "--part-columns", "50")
+    assert code == 0, err
     s = ColumnStore.open(out)
     assert (s.n, s.d, len(s.parts)) == (176, 313, 7) and s.has_d_true   # A = Mᵀ: samples sharded
-    r = subprocess.run([sys.executable, "-m", "eagle_dist.cli", "solve", "--store", str(out),
-                        "--workers", "3", "--methods", "eagle,cg", "--max-iter", "3000",
-                        "--record-error"],
-                       capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr
-    eagle_row = next(ln for ln in r.stdout.splitlines() if ln.startswith("| eagle"))
+    code, stdout, err = cli("solve", "--store", str(out), "--workers", "3", "--methods", "eagle,cg",
+                            "--max-iter", "3000", "--record-error")
+    assert code == 0, err
+    eagle_row = next(ln for ln in stdout.splitlines() if ln.startswith("| eagle"))
     cells = [c.strip() for c in eagle_row.split("|")]
     assert "converged" in cells and "gram" in cells
     assert float(cells[8]) < 1e-9                  # error against the store's D_true
-    bad = subprocess.run([sys.executable, "-m", "eagle_dist.cli", "shard", "HB/abb313", "--out",
-                          str(out)], capture_output=True, text=True, timeout=120)
-    assert bad.returncode == 2 and "overwrite" in bad.stderr
+    code, _, err = cli("shard", "HB/abb313", "--out", str(out))
+    assert code == 2 and "overwrite" in err
 
 
 @pytest.mark.slow
