@@ -395,6 +395,8 @@ def spectral_norm_sq(
     ``iters`` steps. The estimate is a lower bound that converges from below.
     """
     d = M.shape[1]
+    if min(M.shape) <= EXACT_NORM_MAX_DIM and M.device.type == "cpu" and M.numel() > 0:
+        return _spectral_norm_sq_exact(M)
     if v0 is None or v0.shape[0] != d:
         gen = torch.Generator(device="cpu").manual_seed(d)
         v = torch.randn(d, generator=gen, dtype=M.dtype).to(M.device)
@@ -422,6 +424,37 @@ def spectral_norm_sq(
             break
         est = nrm
     return est, v
+
+
+#: up to this smaller dimension ‖M‖₂² is computed exactly, from the eigen-decomposition of the
+#: smaller Gram (float64, power-of-two scaled): on this CPU it costs 0.16 ms at 50 x 50 and
+#: 0.6 ms at 100 x 100, where 200 power steps (two mat-vecs and two host syncs each) cost 5-8 ms
+#: on a Gaussian matrix; past ~128 the power iteration's few steps on a gapped spectrum win
+EXACT_NORM_MAX_DIM = 128
+
+
+def _spectral_norm_sq_exact(M: Tensor) -> Tuple[float, Tensor]:
+    """``(‖M‖₂², v)`` exactly (to rounding), for small ``min(M.shape)``: scaled by the power of two
+    nearest ``max|M|`` so that neither the Gram nor its entries overflow or underflow."""
+    X = M.detach().to(torch.float64)
+    m = float(X.abs().max())
+    d = M.shape[1]
+    if m == 0.0 or not math.isfinite(m):
+        v = torch.zeros(d, dtype=M.dtype, device=M.device)
+        v[0] = 1.0
+        return (0.0 if m == 0.0 else m), v
+    s = 2.0 ** math.floor(math.log2(m))
+    X = X / s
+    n = X.shape[0]
+    if d <= n:
+        w, V = torch.linalg.eigh(X.T @ X)
+        lam, v = float(w[-1]), V[:, -1]
+    else:
+        w, U = torch.linalg.eigh(X @ X.T)
+        lam, v = float(w[-1]), X.T @ U[:, -1]
+        nv = float(torch.linalg.vector_norm(v))
+        v = v / nv if nv > 0.0 else v
+    return max(lam, 0.0) * s * s, v.to(M.dtype)
 
 
 def orthonormal_sketch(d: int, r: int, *, generator: torch.Generator, dtype, device) -> Tensor:

@@ -1,4 +1,5 @@
 """The EAGLE UPDATE kernel (SPEC §2, §2a), checked against independent NumPy float64 algebra."""
+import math
 import platform
 
 import numpy as np
@@ -202,15 +203,35 @@ def test_eta_zero_is_gradient_descent(shape):
 
 @pytest.mark.parametrize("scale", [1.0, 1e-25, 1e20], ids=["unit", "tiny", "huge"])
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_spectral_norm_sq_matches_svd_at_any_scale(scale, dtype):
+@pytest.mark.parametrize("shape", [(30, 20), (20, 300), (150, 140)],
+                         ids=["exact-tall", "exact-wide", "power"])
+def test_spectral_norm_sq_matches_svd_at_any_scale(scale, dtype, shape):
     # Regression: in float32, ‖MᵀM v‖ of data with ‖M‖ ~ 1e20 overflowed to inf (and ~1e-25
     # underflowed to 0); EAGLE then zeroed A and B and reported "converged" with D = 0.
-    p = controlled(30, 20, 1, 1, kappa=10, seed=0)
+    # Both paths: exact (smaller dimension ≤ EXACT_NORM_MAX_DIM) and power iteration.
+    n, d = shape
+    assert (min(shape) <= kernels.EXACT_NORM_MAX_DIM) == (shape != (150, 140))
+    p = controlled(n, d, 1, 1, kappa=10, seed=0)
     M = torch.tensor(p.A * scale, dtype=dtype)
     est, v = spectral_norm_sq(M, iters=500, rtol=1e-12)
     true = np.linalg.norm(p.A, 2) ** 2 * scale ** 2
     assert est == pytest.approx(true, rel=1e-5 if dtype == torch.float32 else 1e-10)
-    assert v.shape == (20,) and bool(torch.isfinite(v).all())
+    assert v.shape == (d,) and bool(torch.isfinite(v).all())
+    v64 = v.double() / torch.linalg.vector_norm(v.double())        # a top right singular vector
+    gain = float(torch.linalg.vector_norm(torch.tensor(p.A) @ v64)) ** 2 * scale ** 2
+    assert gain == pytest.approx(true, rel=1e-4 if dtype == torch.float32 else 1e-8)
+
+
+@pytest.mark.parametrize("scale", [1.0, 1e-170, 1e-120, 1e120, 1e200])
+def test_norm64_is_the_frobenius_norm_at_any_scale(scale):
+    """The one-pass path (a float64 norm inside (1e-100, 1e100)) and the scaled path agree with
+    NumPy's norm of the unscaled matrix, times the scale."""
+    from eagle_dist.control import norm64
+    x = np.random.default_rng(0).standard_normal((40, 30))
+    assert norm64(torch.tensor(x * scale)) == pytest.approx(np.linalg.norm(x) * scale, rel=1e-13)
+    assert norm64(torch.zeros(3, 3)) == 0.0 and norm64(torch.zeros(0, 3)) == 0.0
+    assert math.isinf(norm64(torch.tensor([1.0, math.inf])))
+    assert math.isnan(norm64(torch.tensor([1.0, math.nan])))
 
 
 def test_orthonormal_sketch_has_orthonormal_columns_and_is_seeded():
