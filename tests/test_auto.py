@@ -150,3 +150,18 @@ def test_auto_names_the_regimes_it_does_not_cover(rng):
         solve(p, "auto", workers=2)
     with pytest.raises(ValueError, match="sketch_size=10 does not apply to method=.auto."):
         solve(p, "auto", sketch_size=10)
+
+
+def test_direct_cost_model_bends_at_the_middle_size():
+    """The direct drivers are timed at three sizes: the model goes through all three points (a
+    line through the two small ones, then the slope to the large one), and keeps a plain line
+    when the large point shows no extra cost."""
+    from eagle_dist.solvers.auto import _fit3, _piecewise
+    pts = [(1e5, 0.001), (1e8, 0.0151), (6.4e8, 0.0499)]      # cheaper per unit when large
+    params = _fit3(pts)
+    assert len(params) == 4
+    for w, t in pts:
+        assert _piecewise(params, w) == pytest.approx(t, rel=1e-9)
+    # the large-size slope, not the small-size one, extrapolates: 1e9 costs ~0.073 s, not ~0.141
+    assert _piecewise(params, 1e9) == pytest.approx(0.0499 + (0.0499 - 0.0151) / 5.4e8 * 3.6e8)
+    assert _fit3([(1e5, 0.001), (1e8, 0.0151), (6.4e8, 0.0100)]) == _fit3(pts)[:2]

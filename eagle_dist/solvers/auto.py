@@ -33,6 +33,7 @@ result's ``method`` reads ``auto/<the method that answered>``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -60,7 +61,11 @@ RACE_FRACTION = 0.5
 #: loose tolerances took 3-31 iterations, tight ones hundreds or more)
 MIN_KRYLOV_ITERS = 10
 #: bump when the calibration or the model changes: old cache files are then recalibrated
-MODEL_VERSION = 2
+MODEL_VERSION = 3
+#: the direct drivers are also timed at this size: per unit of work, LAPACK at 1000 x 1000 is
+#: 1.5-2x cheaper than at 400 x 600 (blocking), and a line through the two small sizes predicted
+#: the QR driver at 2x its time on dwt_1007 — which doubled the LSMR race's budget
+DIRECT_LARGE = (800, 1000)
 
 
 def cache_folder() -> Path:
@@ -77,12 +82,13 @@ class CostModel:
     """Seconds as ``t0 + c · work`` per method (see the module docstring for ``work``)."""
 
     key: Dict[str, object]
-    direct: tuple          # (t0, c) of LAPACK's SVD driver (gelsd)
+    direct: tuple          # (t0, c[, w_knee, c_large]) of LAPACK's SVD driver (gelsd):
+                           # t0 + c·w up to w_knee, then slope c_large (see _piecewise)
     eagle: tuple           # (t0, c) per iteration-work
     lsmr: tuple            # (t0, c) of the set-up over n·d, then (a, b) of one iteration of
                            # one right-hand side over nnz + n + d
     calibrated_s: float = 0.0
-    direct_qr: tuple = (0.0, 0.0)    # (t0, c) of LAPACK's QR driver (gelsy), same work
+    direct_qr: tuple = (0.0, 0.0)    # the same for LAPACK's QR driver (gelsy)
     # ---------------------------------------------------------------------------------------
     @staticmethod
     def work_direct(n: int, d: int, nq: int) -> float:
@@ -97,8 +103,7 @@ class CostModel:
         return float(nnz + n + d)
 
     def predict_direct(self, n, d, nq, qr: bool = False) -> float:
-        t0, c = self.direct_qr if qr else self.direct
-        return t0 + c * self.work_direct(n, d, nq)
+        return _piecewise(self.direct_qr if qr else self.direct, self.work_direct(n, d, nq))
 
     def predict_eagle(self, n, d, iterations) -> float:
         return self.eagle[0] + self.eagle[1] * iterations * self.work_eagle_iteration(n, d)
@@ -125,8 +130,33 @@ def _key(device: torch.device, dtype: torch.dtype, threads: int) -> Dict[str, ob
 
 
 def _path(key: Dict[str, object]) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    return cache_folder() / f"cost_model-{digest}.json"
+    return _path_of(str(cache_folder()), json.dumps(key, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _path_of(folder: str, key_json: str) -> Path:
+    # memoised: the hash and the Path objects were ~1 ms of every auto call
+    return Path(folder) / f"cost_model-{hashlib.sha256(key_json.encode()).hexdigest()[:16]}.json"
+
+
+def _piecewise(params: tuple, w: float) -> float:
+    """``t0 + c·w``; with ``(t0, c, w_knee, c_large)``, slope ``c_large`` past ``w_knee``."""
+    t0, c = params[0], params[1]
+    if len(params) >= 4 and w > params[2]:
+        return t0 + c * params[2] + params[3] * (w - params[2])
+    return t0 + c * w
+
+
+def _fit3(points) -> tuple:
+    """:func:`_fit` through the two smaller (w, t) points, and past the middle one the slope to
+    the largest (kept only when positive)."""
+    pts = sorted(points)
+    t0, c = _fit(pts[:2])
+    (w2, t2), (w3, t3) = pts[1], pts[2]
+    pred2 = t0 + c * w2
+    if w3 > 1.2 * w2 and t3 > pred2:
+        return (t0, c, w2, (t3 - pred2) / (w3 - w2))
+    return (t0, c)
 
 
 def _fit(points) -> tuple:
@@ -142,7 +172,8 @@ def _fit(points) -> tuple:
 
 
 def calibrate(device: torch.device, dtype: torch.dtype, threads: int) -> CostModel:
-    """Time each candidate on two small problems of this machine (about two seconds)."""
+    """Time each candidate on two small problems of this machine, and the direct drivers also at
+    :data:`DIRECT_LARGE` (about three seconds in all on a 2-core CPU)."""
     from ..problem import Problem
     from . import METHODS
     t_start = time.perf_counter()
@@ -150,10 +181,10 @@ def calibrate(device: torch.device, dtype: torch.dtype, threads: int) -> CostMod
     np_dt = np.float32 if dtype == torch.float32 else np.float64
     dt_name = str(dtype).replace("torch.", "")
 
-    def timed(problem, method, **kw):
+    def timed(problem, method, repeats=3, **kw):
         opts = SolveOptions(device=str(device), dtype=dt_name, **kw).validate(method)
         best, res = math.inf, None
-        for _ in range(3):
+        for _ in range(repeats):
             t = time.perf_counter()
             res = METHODS[method](problem, opts)
             best = min(best, time.perf_counter() - t)
@@ -170,6 +201,13 @@ def calibrate(device: torch.device, dtype: torch.dtype, threads: int) -> CostMod
         direct_qr.append((CostModel.work_direct(n, d, 4), t))
         t, r = timed(p, "eagle")
         eagle.append((r.iterations * CostModel.work_eagle_iteration(n, d), t))
+    n, d = DIRECT_LARGE                     # the direct drivers only (EAGLE would cost seconds)
+    A = rng.standard_normal((n, d)).astype(np_dt)
+    p = Problem.from_arrays(A, (rng.standard_normal((4, n)) @ A).astype(np_dt),
+                            np.eye(n, dtype=np_dt))
+    for name, points in (("lstsq", direct), ("lstsq-gelsy", direct_qr)):
+        t, _ = timed(p, name, repeats=2)
+        points.append((CostModel.work_direct(n, d, 4), t))
     setup, per_it = [], []
     for n, d, dens in ((600, 900, 1.0), (1500, 2200, 0.004)):
         # an ill-conditioned, inconsistent system, so that LSMR runs every capped iteration
@@ -188,9 +226,9 @@ def calibrate(device: torch.device, dtype: torch.dtype, threads: int) -> CostMod
         nnz = int(np.count_nonzero(A))
         per_it.append((CostModel.work_lsmr_iteration(n, d, nnz), it_s))
         setup.append((float(n) * d, max(t_short - r_short.iterations * 2 * it_s, 0.0)))
-    model = CostModel(_key(device, dtype, threads), _fit(direct), _fit(eagle),
+    model = CostModel(_key(device, dtype, threads), _fit3(direct), _fit(eagle),
                       _fit(setup) + _fit(per_it), calibrated_s=time.perf_counter() - t_start,
-                      direct_qr=_fit(direct_qr))
+                      direct_qr=_fit3(direct_qr))
     return model
 
 
