@@ -199,3 +199,30 @@ def test_seedavg_sign_alignment_recovers_a_negated_seed(tmp_path):
     mq, mv, is_a = pattern_masks(ModelConfig(regime="distributed"))
     assert mq.shape == (24, 24) and mq.sum() == 18 and is_a.sum() == 18
     assert mv.sum() == 18 + 2 * 9                # A diagonal + C column j → C column j, 3 x 3 pairs
+
+
+# ---- estimation EAGLE (paper App. D, Fig. 15) ---------------------------------------------------
+def test_estimation_w_iteration_is_eagle_and_recovers_pinv(tmp_path):
+    """App. D's constants (ρ = 1/(3‖A‖²), η = 1, γ = 3) give EAGLE's iterates (η = 1/3, γ = 1,
+    ρ = 1/‖A‖²), and with C = I the literal loop's W converges to B pinv(A) (NumPy)."""
+    from eagle_dist.bench.estimation import estimation_sweep, w_iteration
+    from eagle_dist.kernels import eagle_update
+    rng = np.random.default_rng(0)
+    A = rng.standard_normal((12, 12))
+    B = rng.standard_normal((2, 12))
+    W_star = B @ np.linalg.pinv(A)
+    errs = w_iteration(A, B, W_star, 60)
+    assert errs[-1] < 1e-11 and errs[0] > 1e-3
+    blocks = [torch.tensor(x) for x in (A / np.linalg.norm(A, 2), B / np.linalg.norm(A, 2),
+                                        np.eye(12), np.zeros((2, 12)))]
+    app_d = eagle_update(*blocks, eta=1.0, gamma=3.0, rho=1.0 / 3.0, filter_order=0)
+    eagle = eagle_update(*blocks, eta=1.0 / 3.0, gamma=1.0, rho=1.0, filter_order=0)
+    for x, y in zip(app_d, eagle):
+        torch.testing.assert_close(x, y, rtol=1e-14, atol=1e-15)
+    res = estimation_sweep(out=str(tmp_path / "est"), smoke=True)
+    _files(res, ["estimation.csv", "estimation_summary.csv", "estimation_curves.csv",
+                 "estimation.png"])
+    for s in res.summary:
+        assert s["reached_1e_10"] == s["runs"] == 3 and s["final_error_max"] < 1e-12
+    with pytest.raises(ValueError, match="kappa"):
+        estimation_sweep(out=str(tmp_path / "bad"), kappa=0.5, smoke=True)

@@ -6,7 +6,7 @@ import importlib
 # module name (in eagle_dist.bench) -> registered by its ``add_parser``
 SWEEPS = ("kappa", "sketch", "gemm", "rounds", "network", "backends", "train", "suitesparse", "scale",
           "sharded", "noise", "rankdef", "distributions", "stepsize", "seedavg", "evaluate",
-          "noisy", "warmstart", "fastpath")
+          "noisy", "warmstart", "fastpath", "estimation")
 
 
 #: benches whose own parser has no --smoke: the settings it stands for (one flag for every bench)

@@ -218,15 +218,31 @@ def _reuse_section(cfg) -> List[Dict]:
 
 
 def _tiny_section(cfg) -> List[Dict]:
-    from ..api import solve_least_squares
+    """Fixed costs: a least-squares solve (w A = b, the fast path) and a block completion
+    ``D = B A⁺ C`` (n = d, n' = d' = 2: the C/D iteration with its checks), each against the
+    NumPy call a user would write instead, interleaved."""
+    from ..api import solve, solve_least_squares
+    from ..data import controlled
     m = cfg["tiny"]
     rng = np.random.default_rng(0)
     A, b = rng.standard_normal((m, m)), rng.standard_normal(m)
-    calls = {"numpy.linalg.lstsq": lambda: np.linalg.lstsq(A, b, rcond=None),
-             "solve_least_squares (eagle)": lambda: solve_least_squares(A, b)}
-    best = _interleaved(calls, cfg["tiny_repeats"])
-    base = best["numpy.linalg.lstsq"][0]
-    return [dict(method=k, m=m, seconds=v[0], ratio_to_numpy=v[0] / base) for k, v in best.items()]
+    p = controlled(n=m, d=m, n_query=2, d_query=2, kappa=1e2, seed=0)
+    pA, pB, pC = p.A, p.B, p.C
+    groups = {
+        "w A = b": {"numpy.linalg.lstsq": lambda: np.linalg.lstsq(A, b, rcond=None),
+                    "solve_least_squares (eagle)": lambda: solve_least_squares(A, b)},
+        "D = B A⁺ C (κ 1e2)": {"numpy: B @ pinv(A) @ C": lambda: pB @ np.linalg.pinv(pA) @ pC,
+                               "solve(method='eagle')": lambda: solve(p, "eagle"),
+                               "solve(method='lstsq')": lambda: solve(p, "lstsq")},
+    }
+    rows = []
+    for problem, calls in groups.items():
+        best = _interleaved(calls, cfg["tiny_repeats"])
+        base = best[next(iter(calls))][0]
+        rows += [dict(problem=problem, method=k, m=m, seconds=v[0], ratio_to_numpy=v[0] / base,
+                      status=getattr(getattr(v[1], "status", None), "value", ""))
+                 for k, v in best.items()]
+    return rows
 
 
 def run(args) -> int:
@@ -237,6 +253,7 @@ def run(args) -> int:
     torch.set_num_threads(args.threads)
     out = report.ensure_dir(args.out)
     load0 = os.getloadavg()[0]
+    machine = report.machine_description()          # while the bench's thread count is set
     try:
         sections = [("gemm", "GEMM-equivalents to accuracy (n = %d, C = I)" % cfg["n_gemm"],
                      _gemm_section),
@@ -258,7 +275,7 @@ def run(args) -> int:
         f" --threads {args.threads} --out {args.out}"
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(f"# The linear-system fast path (issue 16)\n\nCommand: `{cmd}`\n\n"
-                f"Machine: {report.machine_description()}; torch threads {args.threads}; "
+                f"Machine: {machine}; torch threads {args.threads}; "
                 f"1-minute load average at start {load0:.2f}, at "
                 f"end {os.getloadavg()[0]:.2f} (wall-clock figures are this machine's, under that "
                 f"load; counts and errors are not load-dependent).\n\n{text}\n")
