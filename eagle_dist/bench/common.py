@@ -226,3 +226,17 @@ def add_centralized_args(p, sweep: str) -> None:
     p.add_argument("--smoke", action="store_true",
                    help="tiny sizes and one torch thread (unless --threads): a seconds-long check")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def add_figure_args(p, sweep: str, *, runs: int, iterations: int, sizes) -> None:
+    """The options of the paper-figure sweeps that run a fixed number of iterations on a set of
+    generated problems (``stepsize``, ``estimation``): output, problems, budget, sizes, seed,
+    threads, smoke. ``sizes``: ``(name, default)`` pairs, e.g. ``(("n", 240), ("d", 240))``."""
+    p.add_argument("--out", default=os.path.join(RESULTS_ROOT, sweep))
+    p.add_argument("--runs", type=int, default=None, help=f"problems (default {runs})")
+    p.add_argument("--iterations", type=int, default=None, help=f"budget (default {iterations})")
+    for k, h in sizes:
+        p.add_argument(f"--{k}", type=int, default=None, help=f"default {h}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
+    p.add_argument("--smoke", action="store_true", help="tiny sizes: a seconds-long check")

@@ -29,11 +29,12 @@ import numpy as np
 import torch
 
 from ..data import controlled
-from ..kernels import eagle_update
 from ..problem import Problem
 from . import report
-from .common import RESULTS_ROOT, SweepResult, check_positive_int, print_headline, resolve
+from .common import (RESULTS_ROOT, SweepResult, add_figure_args, check_positive_int,
+                     print_headline, resolve)
 from .common import threads as _threads
+from .stepsize import alg1_errors
 
 log = logging.getLogger(__name__)
 
@@ -43,27 +44,11 @@ TARGET = 1e-10
 
 
 def w_iteration(A: np.ndarray, B: np.ndarray, W_star: np.ndarray, iterations: int) -> List[float]:
-    """The paper's App. D loop (module docstring); the relative error of ``W`` after each step."""
-    At, Bt = (torch.tensor(x, dtype=torch.float64) for x in (A, B))
-    n = A.shape[0]
-    Ct = torch.eye(n, dtype=torch.float64)
-    Dt = torch.zeros(B.shape[0], n, dtype=torch.float64)
-    ref = torch.tensor(W_star, dtype=torch.float64)
-    den = max(float(torch.linalg.norm(ref)), 1e-300)
-    errs: List[float] = []
-    for _ in range(iterations):
-        s = float(torch.linalg.matrix_norm(At, ord=2))
-        if not (s > 0.0 and math.isfinite(s)):
-            errs.append(math.inf)
-            break
-        At, Bt = At / s, Bt / s        # then ρ_ℓ = 1/(3‖A_ℓ‖²) = 1/3; C and D are unchanged
-        At, Bt, Ct, Dt = eagle_update(At, Bt, Ct, Dt, eta=1.0, gamma=3.0, rho=1.0 / 3.0,
-                                      filter_order=0)
-        e = float(torch.linalg.norm(Dt - ref)) / den
-        errs.append(e if math.isfinite(e) else math.inf)
-        if not math.isfinite(e):
-            break
-    return errs
+    """The paper's App. D loop (module docstring): the literal Alg. 1 with ``C₀ = I`` (then
+    ``D_ℓ = W_ℓ``), ``η = 1``, ``γ = 3``, ``ρ_ℓ = 1/(3‖A_ℓ‖₂²)``; the relative error of ``W``
+    after each step."""
+    return alg1_errors(A, B, np.eye(A.shape[0]), W_star, eta=1.0, gamma=3.0, rho=1.0 / 3.0,
+                       iterations=iterations)
 
 
 def _first_below(errs, target=TARGET) -> int:
@@ -202,14 +187,7 @@ def add_parser(bsub) -> None:
     """Register ``estimation`` under ``eagle-dist bench``."""
     p = bsub.add_parser("estimation", help="estimation EAGLE, W = B A⁺ (paper App. D, Fig. 15)",
                         description=estimation_sweep.__doc__.split("\n")[0])
-    p.add_argument("--out", default=os.path.join(RESULTS_ROOT, "estimation"))
-    p.add_argument("--runs", type=int, default=None, help="problems (default 50)")
-    p.add_argument("--iterations", type=int, default=None,
-                   help="W-iteration steps (default 60)")
-    for k, h in (("n", 240), ("d", 240), ("nq", 2)):
-        p.add_argument(f"--{k}", type=int, default=None, help=f"default {h}")
+    add_figure_args(p, "estimation", runs=EST_FULL["runs"], iterations=EST_FULL["iterations"],
+                    sizes=(("n", 240), ("d", 240), ("nq", 2)))
     p.add_argument("--kappa", type=float, default=None, help="default 100")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes: a seconds-long check")
     p.set_defaults(fn=_cmd)

@@ -34,8 +34,9 @@ import torch
 from ..data import distribution
 from ..kernels import eagle_update
 from . import report
-from .common import RESULTS_ROOT, SweepResult, check_positive_int, floats, print_headline
-from .common import resolve, threads as _threads
+from .common import (RESULTS_ROOT, SweepResult, add_figure_args, check_positive_int, floats,
+                     print_headline, resolve)
+from .common import threads as _threads
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +48,12 @@ STEP_SMOKE = dict(n=8, d=8, nq=2, dq=2, runs=2, iterations=60, factors=(0.2, 1.0
                   ratios=(0.2, 1.0, 2.0))
 
 
-def best_error(A: np.ndarray, B: np.ndarray, C: np.ndarray, ref: np.ndarray, *, eta: float,
-               gamma: float, iterations: int) -> Tuple[float, int, List[float]]:
-    """Run the literal Alg. 1 (per-iteration ``ρ = 1/‖A_ℓ‖₂²``, the paper's C/D step) for
-    ``iterations`` steps from ``D₀ = 0``; return the best relative error, the iteration where it
-    was first attained and the error after every step (``inf`` once non-finite)."""
+def alg1_errors(A: np.ndarray, B: np.ndarray, C: np.ndarray, ref: np.ndarray, *, eta: float,
+                gamma: float, iterations: int, rho: float = 1.0) -> List[float]:
+    """The literal Alg. 1 from ``D₀ = 0``: before each step A and B are divided by ``‖A_ℓ‖₂``
+    (exact, by SVD), so ``rho`` multiplies ``1/‖A_ℓ‖₂²``; the paper's C/D step, no A/B freeze,
+    float64. The relative error ``‖D_ℓ − ref‖_F/‖ref‖_F`` after each step (``inf`` once
+    non-finite, and the loop stops)."""
     At, Bt, Ct = (torch.tensor(x, dtype=torch.float64) for x in (A, B, C))
     Dt = torch.zeros(B.shape[0], C.shape[1], dtype=torch.float64)
     ref_t = torch.tensor(ref, dtype=torch.float64)
@@ -62,13 +64,22 @@ def best_error(A: np.ndarray, B: np.ndarray, C: np.ndarray, ref: np.ndarray, *, 
         if not (s > 0.0 and math.isfinite(s)):
             errs.append(math.inf)
             break
-        At, Bt = At / s, Bt / s                          # ρ = 1/‖A_ℓ‖₂² = 1 after the scaling
-        At, Bt, Ct, Dt = eagle_update(At, Bt, Ct, Dt, eta=eta, gamma=gamma, rho=1.0,
+        At, Bt = At / s, Bt / s                          # ρ_ℓ = rho/‖A_ℓ‖₂² = rho after scaling
+        At, Bt, Ct, Dt = eagle_update(At, Bt, Ct, Dt, eta=eta, gamma=gamma, rho=rho,
                                       filter_order=0)
         e = float(torch.linalg.norm(Dt - ref_t)) / den
         errs.append(e if math.isfinite(e) else math.inf)
         if not math.isfinite(e):
             break
+    return errs
+
+
+def best_error(A: np.ndarray, B: np.ndarray, C: np.ndarray, ref: np.ndarray, *, eta: float,
+               gamma: float, iterations: int) -> Tuple[float, int, List[float]]:
+    """Run the literal Alg. 1 (per-iteration ``ρ = 1/‖A_ℓ‖₂²``, the paper's C/D step) for
+    ``iterations`` steps from ``D₀ = 0``; return the best relative error, the iteration where it
+    was first attained and the error after every step (``inf`` once non-finite)."""
+    errs = alg1_errors(A, B, C, ref, eta=eta, gamma=gamma, iterations=iterations)
     arr = np.asarray(errs)
     k = int(np.argmin(arr))
     return float(arr[k]), k + 1, errs
@@ -230,16 +241,10 @@ def add_parser(bsub) -> None:
     """Register ``stepsize`` under ``eagle-dist bench``."""
     p = bsub.add_parser("stepsize", help="step-size sensitivity (paper Fig. 22)",
                         description=stepsize_sweep.__doc__.split("\n")[0])
-    p.add_argument("--out", default=os.path.join(RESULTS_ROOT, "stepsize"))
-    p.add_argument("--runs", type=int, default=None, help="problems (default 50)")
-    p.add_argument("--iterations", type=int, default=None, help="budget (default 200)")
+    add_figure_args(p, "stepsize", runs=STEP_FULL["runs"], iterations=STEP_FULL["iterations"],
+                    sizes=(("n", 15), ("d", 15), ("nq", 2), ("dq", 2)))
     p.add_argument("--factors", type=floats, default=None, help="default 0.2,0.3,...,2")
     p.add_argument("--ratios", type=floats, default=None, help="default 0.2,0.3,...,2")
-    for k, h in (("n", 15), ("d", 15), ("nq", 2), ("dq", 2)):
-        p.add_argument(f"--{k}", type=int, default=None, help=f"default {h}")
     p.add_argument("--eta0", type=float, default=ETA0, help="base η (default 1/3)")
     p.add_argument("--gamma0", type=float, default=GAMMA0, help="base γ (default 1)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
-    p.add_argument("--smoke", action="store_true", help="tiny sizes: a seconds-long check")
     p.set_defaults(fn=_cmd)
