@@ -1,7 +1,5 @@
 """Column-partitioned stores: each distributed worker reads only its own columns (issue 9)."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest

@@ -26,7 +26,6 @@ import os
 from typing import Any, Dict, List, Optional
 
 import numpy as np
-import torch
 
 from ..data import controlled
 from ..problem import Problem

@@ -152,7 +152,7 @@ def _fit3(points) -> tuple:
     the largest (kept only when positive)."""
     pts = sorted(points)
     t0, c = _fit(pts[:2])
-    (w2, t2), (w3, t3) = pts[1], pts[2]
+    (w2, _), (w3, t3) = pts[1], pts[2]
     pred2 = t0 + c * w2
     if w3 > 1.2 * w2 and t3 > pred2:
         return (t0, c, w2, (t3 - pred2) / (w3 - w2))
