@@ -23,12 +23,10 @@ again; deleting the file has the same effect. Its predictions:
   with the spread of the spectrum, which nothing cheap predicts (measured on the shipped
   matrices: 31 to 7,755 iterations).
 
-So LSMR is not predicted but *raced*: first a probe worth a tenth of the best certified
-alternative's predicted time; if it certifies, its answer is returned; if its progress,
-extrapolated (:func:`_iterations_needed`), promises to certify within a cap worth half that
-time, LSMR runs again with that cap; otherwise (or if that fails too) the alternative runs.
-The worst case is therefore 1.6x the alternative's time (plus the model's error), a hopeless
-race costs 1.1x, and the best case is Krylov's speed on easy data. ``result.info["auto"]`` records
+So LSMR is not predicted but *raced*: it runs with an iteration cap worth half the predicted time
+of the best certified alternative; if it certifies within the cap, its answer is returned,
+otherwise that alternative runs. The worst case is therefore 1.5x the alternative's time (plus
+the model's error), the best case Krylov's speed on easy data. ``result.info["auto"]`` records
 the predictions, the cap, what ran and what each took, so a user can check the choice; the
 result's ``method`` reads ``auto/<the method that answered>``.
 """
@@ -44,7 +42,7 @@ import os
 import platform
 import time
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict
 
 import numpy as np
 import torch
@@ -59,10 +57,6 @@ log = logging.getLogger("eagle_dist")
 CANDIDATES = AUTO_CANDIDATES
 #: LSMR may spend this fraction of the best alternative's predicted time before giving up
 RACE_FRACTION = 0.5
-#: ... after a probe worth this fraction, whose progress, extrapolated, must promise to certify
-#: within the race's cap (measured on the shipped matrices at τ ≤ 1e-8: LAPACK's QR beat every
-#: Krylov method on 18 of 20 rows, and a full race there was lost time)
-PROBE_FRACTION = 0.1
 #: fewer iterations than this are not worth starting LSMR for (measured on the shipped matrices:
 #: loose tolerances took 3-31 iterations, tight ones hundreds or more)
 MIN_KRYLOV_ITERS = 10
@@ -326,20 +320,12 @@ def auto(problem, opts: SolveOptions) -> SolveResult:
     # LSMR cannot stop on target_error (SciPy's tests are residuals)
     race = cap >= MIN_KRYLOV_ITERS and opts.target_error is None
     if race:
-        probe = max(MIN_KRYLOV_ITERS, int(cap * PROBE_FRACTION / RACE_FRACTION))
-        stages = [("probe", probe), ("race", cap)] if probe < cap else [("race", cap)]
-        for stage, its in stages:
-            t = time.perf_counter()
-            res = METHODS["lsmr"](problem, dataclasses.replace(opts, max_iter=its))
-            decision["ran"].append({"method": "lsmr", "stage": stage, "status": res.status.value,
-                                    "iterations": res.iterations, "s": time.perf_counter() - t})
-            if res.converged:
-                return _finish(res, decision, t_start)
-            if stage == "probe":
-                need = _iterations_needed(res, opts)
-                decision["lsmr_extrapolated_iterations"] = need
-                if need is None or need > cap:
-                    break               # the probe's progress says the cap cannot be enough
+        t = time.perf_counter()
+        res = METHODS["lsmr"](problem, dataclasses.replace(opts, max_iter=cap))
+        decision["ran"].append({"method": "lsmr", "status": res.status.value,
+                                "iterations": res.iterations, "s": time.perf_counter() - t})
+        if res.converged:
+            return _finish(res, decision, t_start)
     if best == "lstsq" and linear:
         # a linear system: LAPACK's QR driver (3-4x faster than the SVD one on the shipped
         # matrices), certified here by the request's own test on the true residual; if that
@@ -355,22 +341,6 @@ def auto(problem, opts: SolveOptions) -> SolveResult:
     decision["ran"].append({"method": best, "status": res.status.value,
                             "iterations": res.iterations, "s": time.perf_counter() - t})
     return _finish(res, decision, t_start)
-
-
-def _iterations_needed(res: SolveResult, opts: SolveOptions) -> Optional[float]:
-    """LSMR's iterations to the request, extrapolated from a probe as if its residual measure
-    kept falling at the probe's mean geometric rate (from 1 at w = 0 to ``r`` after ``k``):
-    ``k · log(target) / log(r)``. Krylov methods on ill-conditioned data usually slow down
-    after their first iterations, so this errs on the optimistic side — it decides only whether
-    the race is worth running, never that LSMR's answer is good. ``None``: no progress."""
-    if opts.target_residual is not None:
-        r, target = res.info.get("rel_residual"), opts.target_residual
-    else:
-        r, target = res.info.get("check"), opts.tol
-    k = res.iterations
-    if r is None or not (0.0 < r < 1.0) or k < 1 or not (0.0 < target < 1.0):
-        return None
-    return k * math.log(target) / math.log(r)
 
 
 def _certified_qr(problem, opts: SolveOptions, res: SolveResult) -> SolveResult:
