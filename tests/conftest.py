@@ -12,6 +12,9 @@ def pytest_configure(config):
         # xdist's --dist loadgroup would otherwise send the groups with the most tests first;
         # the order below (pytest_collection_modifyitems) puts the longest-running first instead
         config.option.loadscopereorder = False
+    # set on every test below (pytest_collection_modifyitems); xdist registers it too, this
+    # keeps a run without xdist (-p no:xdist) free of unknown-mark warnings
+    config.addinivalue_line("markers", "xdist_group(name): the pytest-xdist group of the test")
     config.addinivalue_line(
         "markers", "ray_teardown: a Ray test that kills the session's pooled actors (a failure, "
                    "a start-up that cannot succeed, CPUs held on purpose); run after every other "
