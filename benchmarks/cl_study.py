@@ -555,7 +555,8 @@ VARIANTS = {"base": "the recipe (5,000 steps)", "plant": "started from planted s
             "plantshared": "started from planted sketched EAGLE with one S for all layers", "lr3e-4": "lr 3e-4", "cosine": "cosine-decayed lr",
             "init0.002": "init std 0.002", "init0.1": "init std 0.1", "r9": "r = 9",
             "f64": "float64 training", "b4096": "batch 4096", "full20k": "the recipe, 20,000 steps",
-            "long": "the recipe, continued past 20,000 steps"}
+            "long": "the recipe, continued past 20,000 steps",
+            "long60k": "the recipe, 60,000 steps (long-s3 resumed at 40,000)"}
 
 
 def _read_csv(path: str) -> List[Dict[str, str]]:
@@ -901,7 +902,7 @@ def runs_tables(R) -> List[str]:
           "| variant | steps | seeds | median | guarded mean | blow-ups | EAGLE found | R0 Table 1 | "
           "R4 Table 1 | VP asym (L1-3) | κ(A₁) | κ(A₂) | κ(A₃) |",
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
-    order = ["full20k", "base", "plant", "plantlr", "plantshared", "long", "lr3e-4", "cosine", "init0.002", "init0.1", "r9",
+    order = ["full20k", "base", "plant", "plantlr", "plantshared", "long", "long60k", "lr3e-4", "cosine", "init0.002", "init0.1", "r9",
              "f64", "b4096"]
     for var in order + [v for v in res if v not in order]:
         seeds = res.get(var)
