@@ -392,7 +392,10 @@ def spectral_norm_sq(
 
     Returns ``(estimate, v)`` where ``v`` is the last right singular vector estimate, to warm-start
     the next call. Stops when the estimate changes by less than ``rtol`` (relative) or after
-    ``iters`` steps. The estimate is a lower bound that converges from below.
+    ``iters`` steps. The estimate is a lower bound that converges from below. On the CPU with
+    ``min(M.shape) ≤`` :data:`EXACT_NORM_MAX_DIM` the value is exact instead (an ``eigh`` of the
+    smaller Gram; ``iters``, ``v0`` and ``rtol`` are then not used) and ``v`` is a top right
+    singular vector.
     """
     d = M.shape[1]
     if min(M.shape) <= EXACT_NORM_MAX_DIM and M.device.type == "cpu" and M.numel() > 0:

@@ -351,7 +351,7 @@ def _certified_qr(problem, opts: SolveOptions, res: SolveResult) -> SolveResult:
     from .baselines import lsq_check
     if not res.converged:
         return res
-    A, B = problem.A.astype(np.float64), problem.B.astype(np.float64)
+    A, B = problem.A.astype(np.float64, copy=False), problem.B.astype(np.float64, copy=False)
     W = np.asarray(res.D, dtype=np.float64)
     if opts.target_residual is not None:
         check = relative_residual(torch.from_numpy(A), torch.from_numpy(B), torch.from_numpy(W))
