@@ -9,7 +9,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .control import thread_budget
-from .options import SolveOptions
+from .options import SolveOptions, validated_options
 from .problem import Problem
 from .result import LazyError, SolveResult
 from .solvers import METHODS
@@ -88,7 +88,8 @@ def solve(problem: Problem, method: str = "eagle", *, options: Optional[SolveOpt
         raise TypeError(f"options={options!r} must be an eagle_dist.SolveOptions")
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"method={method!r} is unknown; choose one of {sorted(METHODS)}")
-    opts = SolveOptions.from_kwargs(kwargs, options).validate(method, store=sharded)
+    opts = (SolveOptions.from_kwargs(kwargs, options).validate(method, store=sharded)
+            if options is not None else validated_options(kwargs, method, sharded))
     if opts.is_distributed(sharded):
         from .distributed import solve_distributed
         result = solve_distributed(

@@ -283,6 +283,27 @@ class SolveOptions:
 
 
 _DEFAULT = SolveOptions()
+#: validated options of recent keyword-only calls, keyed by (method, store, sorted keywords):
+#: validate() is a pure function of those, and the options are frozen, so a repeated call (many
+#: small solves in a loop) reuses the checked object instead of re-checking ~40 fields
+_VALIDATED: Dict[Any, "SolveOptions"] = {}
+_VALIDATED_MAX = 64
+
+
+def validated_options(kwargs: Dict[str, Any], method: str, store: bool = False) -> SolveOptions:
+    """``SolveOptions.from_kwargs(kwargs).validate(method, store=store)``, memoised for keywords
+    whose values are plain numbers, strings, booleans or None."""
+    if all(v is None or type(v) in (int, float, str, bool) for v in kwargs.values()):
+        key = (method, store, tuple(sorted((k, type(v).__name__, v) for k, v in kwargs.items())))
+        hit = _VALIDATED.get(key)
+        if hit is not None:
+            return hit
+        out = SolveOptions.from_kwargs(kwargs).validate(method, store=store)
+        if len(_VALIDATED) >= _VALIDATED_MAX:
+            _VALIDATED.pop(next(iter(_VALIDATED)))
+        _VALIDATED[key] = out
+        return out
+    return SolveOptions.from_kwargs(kwargs).validate(method, store=store)
 
 #: option -> (methods it applies to or None = all, regimes or None = all). Checked only for the
 #: options a caller set (differing from the default).

@@ -169,7 +169,14 @@ class Problem:
         if b_arr.shape[0] != A.shape[0]:
             raise ValueError(f"b has {b_arr.shape[0]} rows but A has {A.shape[0]}; b must be "
                              f"(m,) or (m, p) with m = {A.shape[0]}")
-        return cls.from_arrays(A.T, b_arr.T, np.eye(A.shape[1], dtype=A.dtype), name=name)
+        if not np.any(A):
+            raise ValueError("A is all zeros: every x is a least-squares solution and the "
+                             "minimum-norm one is 0; check the data")
+        # both blocks are validated copies already (as_float_array): build the problem directly
+        # rather than through from_arrays, which would validate and copy them a second time
+        dt = np.float32 if A.dtype == np.float32 and b_arr.dtype == np.float32 else np.float64
+        At, Bt = A.T.astype(dt, copy=False), b_arr.T.astype(dt, copy=False)
+        return cls(A=At, B=Bt, C=np.eye(A.shape[1], dtype=dt), name=name, meta={})
 
     # shapes ----------------------------------------------------------------------------------
     @property

@@ -134,6 +134,24 @@ def test_validation_happens_before_any_work(prob, monkeypatch):
     assert not called
 
 
+def test_validated_options_are_reused_only_for_the_same_keywords():
+    """Repeated keyword calls reuse the checked options (many small solves in a loop); a bad
+    value is rejected every time, and 1, 1.0 and True are different keywords."""
+    from eagle_dist.options import validated_options
+    a = validated_options({"tol": 1e-8, "max_iter": 50}, "eagle")
+    assert validated_options({"max_iter": 50, "tol": 1e-8}, "eagle") is a
+    assert a.tol == 1e-8 and a.max_iter == 50
+    assert validated_options({"tol": 1e-8, "max_iter": 50}, "cg") is not a
+    for _ in range(2):
+        with pytest.raises(ValueError, match=r"^tol=-1\.0"):
+            validated_options({"tol": -1.0}, "eagle")
+        with pytest.raises(ValueError, match=r"^max_iter=True"):
+            validated_options({"max_iter": True}, "eagle")
+    assert validated_options({"patience": 1}, "eagle").patience == 1
+    with pytest.raises(ValueError, match=r"^patience=1\.0"):      # not the cached patience=1
+        validated_options({"patience": 1.0}, "eagle")
+
+
 # ---------------------------------------------------------------------------------------------
 # solve_least_squares(A, b)
 

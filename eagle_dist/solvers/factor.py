@@ -298,7 +298,12 @@ def factorize(A, *, precision: str = "auto", rcond: Optional[float] = None,
         tests += more
         A_L = A1 @ F if side == "right" else F @ A1                # exact for this F
         Gh = _gram(A_L, side)
-        inv, truncated = _inverse(Gh, steps, allow_truncation=lift_dtype == torch.float64)
+        # the small exact path planned the lift from G0's exact eigenvalues: when they certify
+        # full rank (ℓ above rcond), the lifted Gram's λ_min ≥ lo² holds up to rounding and a
+        # successful Cholesky is all the check there is left to make
+        inv, truncated = _inverse(Gh, steps, allow_truncation=lift_dtype == torch.float64,
+                                  planned_exactly=ev is not None and ell > rcond
+                                  and lift_dtype == torch.float64)
         if inv is not None:
             break
         # a float32 lift could not resolve the small singular values (κ beyond float32's
@@ -359,11 +364,16 @@ def _lift(A1: torch.Tensor, G0: torch.Tensor, steps, side: str, dtype: torch.dty
     return F, steps, tests
 
 
-def _inverse(Gh: torch.Tensor, steps, allow_truncation: bool = True):
+def _inverse(Gh: torch.Tensor, steps, allow_truncation: bool = True,
+             planned_exactly: bool = False):
     """Cholesky of the lifted Gram when it is as well conditioned as the lift promised; else an
-    eigendecomposition with the numerically null directions (not lifted: below rcond) dropped."""
+    eigendecomposition with the numerically null directions (not lifted: below rcond) dropped.
+    ``planned_exactly``: the lift's interval came from exact eigenvalues of a full-rank A in
+    float64, so the promise needs no second check (the answer's certificate comes after)."""
     lo = steps[-1].lo_next if steps else 1.0
     fac, info = torch.linalg.cholesky_ex(Gh)
+    if int(info) == 0 and planned_exactly:
+        return ("cholesky", fac), 0
     if int(info) == 0 and Gh.shape[0] <= SMALL_EXACT_NORM:
         lam = torch.linalg.eigvalsh(Gh)
         need = 0.25 * lo * lo if allow_truncation else 1e-6 * float(lam[-1])
