@@ -102,6 +102,12 @@ def test_fastpath_bench_smoke(tmp_path):
         float(by[("10000.0", "EAGLE C/D")]["gemm_equivalents"])
     assert all(float(r["final_error"]) < 1e-10 for r in rows)
     assert (tmp_path / "summary.md").exists()
+    only = tmp_path / "only"
+    assert main(["bench", "fastpath", "--smoke", "--only", "tiny", "--out", str(only)]) == 0
+    assert sorted(p.name for p in only.glob("*.csv")) == ["tiny.csv"]
+    assert "--only tiny" in (only / "summary.md").read_text()
+    with pytest.raises(SystemExit):             # the CLI names the sections, exit code 2
+        main(["bench", "fastpath", "--smoke", "--only", "tiney", "--out", str(only)])
 
 
 def test_the_gram_is_the_same_by_syrk_and_by_gemm():

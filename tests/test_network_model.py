@@ -38,6 +38,13 @@ def test_counting_comm_counts_and_sleeps_the_modelled_time():
         c(torch.zeros(k, dtype=torch.float64), "sum")
     assert c.calls == 3 and c.nbytes == 8 * 1110
     assert c.delayed_s == pytest.approx(net.transfer_s(3, 8 * 1110))
+    assert c.waited_s >= c.delayed_s            # a wait never ends before its deadline
+
+
+def test_wait_blocks_at_least_the_time_asked():
+    from eagle_dist.distributed.network import SPIN_S, wait
+    for s in (0.0, SPIN_S / 4, 3 * SPIN_S):     # spin only, and sleep + spin
+        assert wait(s) >= s
 
 
 @pytest.mark.parametrize("method, mode", [("eagle", "paper"), ("eagle", "gram"), ("cg", None)])

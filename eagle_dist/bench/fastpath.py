@@ -49,6 +49,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=os.path.join("runs", "bench", "fastpath"))
     p.add_argument("--smoke", action="store_true", help="tiny sizes (seconds; for tests)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--only", default=None, metavar="SECTION[,SECTION]",
+                   help=f"run only these sections (of {', '.join(SECTIONS)}); the default is all")
     p.set_defaults(fn=run)
 
 
@@ -245,10 +247,20 @@ def _tiny_section(cfg) -> List[Dict]:
     return rows
 
 
+#: the bench's sections, in the order they run
+SECTIONS = ("gemm", "real", "mixed", "reuse", "tiny")
+
+
 def run(args) -> int:
     cfg = SMOKE if args.smoke else FULL
     if args.threads < 1:
         raise ValueError(f"--threads {args.threads} must be a positive integer")
+    only = getattr(args, "only", None)
+    wanted = SECTIONS if only is None else tuple(x.strip() for x in only.split(",") if x.strip())
+    bad = [x for x in wanted if x not in SECTIONS]
+    if bad or not wanted:
+        raise ValueError(f"--only {only!r}: name sections among {', '.join(SECTIONS)}, "
+                         "separated by commas")
     old = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     out = report.ensure_dir(args.out)
@@ -263,6 +275,8 @@ def run(args) -> int:
                     ("tiny", "Tiny problems", _tiny_section)]
         parts = []
         for key, title, fn in sections:
+            if key not in wanted:
+                continue
             log.info("fastpath: %s ...", title)
             rows = fn(cfg)
             report.write_csv(rows, os.path.join(out, f"{key}.csv"))
@@ -272,7 +286,8 @@ def run(args) -> int:
         torch.set_num_threads(old)
     text = "\n\n".join(parts)
     cmd = "eagle-dist bench fastpath" + (" --smoke" if args.smoke else "") + \
-        f" --threads {args.threads} --out {args.out}"
+        f" --threads {args.threads}" + (f" --only {','.join(wanted)}" if only else "") + \
+        f" --out {args.out}"
     with open(os.path.join(out, "summary.md"), "w") as f:
         f.write(f"# The linear-system fast path (issue 16)\n\nCommand: `{cmd}`\n\n"
                 f"Machine: {machine}; torch threads {args.threads}; "

@@ -39,6 +39,9 @@ log = logging.getLogger(__name__)
 
 #: networks shown by default; every entry of NETWORKS may be named
 DEFAULT_NETWORKS = ("1GbE", "10GbE", "100Gb-IB", "WAN")
+#: runs per method and worker count each way (undelayed, delayed) under --validate; the least
+#: time of each is compared
+VALIDATION_REPEATS = 5
 #: the injected network of --validate: large enough that communication is visible on a laptop
 VALIDATION_NETWORK = Network("validation (1 ms, 100 MB/s)", 1e-3, 1e8)
 #: the methods compared: (label, solve_distributed keywords)
@@ -130,12 +133,27 @@ def network_sweep(out: Optional[str] = None, *, workers: Sequence[int] = (2, 4, 
                        "compute_per_worker_s": compute / int(M),
                        **model_columns(res, compute / int(M), nets)}
                 if validate:
-                    vres = _solve(prob, shards, kw, target, cap, VALIDATION_NETWORK)
+                    # the least of VALIDATION_REPEATS runs each way: compute on a shared machine
+                    # varies run to run by more than the model is asked to resolve
+                    base = min([compute] + [float(_solve(prob, shards, kw, target, cap)
+                                                  .info["rounds_time_s"])
+                                            for _ in range(VALIDATION_REPEATS - 1)])
+                    vruns = [_solve(prob, shards, kw, target, cap, VALIDATION_NETWORK)
+                             for _ in range(VALIDATION_REPEATS)]
+                    vres = min(vruns, key=lambda v: float(v.info["rounds_time_s"]))
+                    row["validation_compute_s"] = base
                     row["validation_modelled_s"] = VALIDATION_NETWORK.time_s(
-                        compute, row["collectives"], row["collective_bytes_per_worker"])
+                        base, row["collectives"], row["collective_bytes_per_worker"])
                     row["validation_measured_s"] = float(vres.info["rounds_time_s"])
+                    row["validation_wait_overshoot_s"] = (float(vres.info["injected_wait_s"])
+                                                          - float(vres.info["injected_delay_s"]))
                     row["validation_ratio"] = (row["validation_measured_s"]
                                                / row["validation_modelled_s"])
+                    # the injection's own error (waits ending late: the process was not
+                    # scheduled at the deadline) is measured; without it the ratio tests the model
+                    row["validation_ratio_net"] = ((row["validation_measured_s"]
+                                                    - row["validation_wait_overshoot_s"])
+                                                   / row["validation_modelled_s"])
                     row["validation_same_counts"] = (
                         vres.info["collectives"] == row["collectives"]
                         and vres.info["collective_bytes_per_worker"]
@@ -160,7 +178,10 @@ def network_sweep(out: Optional[str] = None, *, workers: Sequence[int] = (2, 4, 
             headline[f"fastest_M{M}_{net.name}"] = cell
     if validate:
         ratios = [r["validation_ratio"] for r in rows]
+        net_ratios = [r["validation_ratio_net"] for r in rows]
         headline.update(validation_ratio_min=min(ratios), validation_ratio_max=max(ratios),
+                        validation_ratio_net_min=min(net_ratios),
+                        validation_ratio_net_max=max(net_ratios),
                         validation_counts_identical=all(r["validation_same_counts"]
                                                         for r in rows))
     files = [report.write_csv(rows, os.path.join(out, "network.csv"))]
@@ -183,11 +204,20 @@ def _markdown(out, command, machine, rows, nets, headline, workers, n, kappa_max
             "modelled (s)": lambda r: f"{r['validation_modelled_s']:.3f}",
             "measured (s)": lambda r: f"{r['validation_measured_s']:.3f}",
             "measured / modelled": lambda r: f"{r['validation_ratio']:.2f}",
+            "waits' overshoot (ms)": lambda r: f"{1e3 * r['validation_wait_overshoot_s']:.1f}",
+            "(measured − overshoot) / modelled": lambda r: f"{r['validation_ratio_net']:.2f}",
             "same counts": "validation_same_counts"}) + (
-            f"\n\nInjected network: {VALIDATION_NETWORK.name}; a sleep of latency + bytes / "
-            "bandwidth after every all-reduce. 'modelled' uses the compute time of the undelayed "
-            "run, so the ratio also carries the run-to-run noise of compute on this machine "
-            "(and each sleep's scheduling overshoot, ~0.1 ms per call).")
+            f"\n\nInjected network: {VALIDATION_NETWORK.name}; a wait of latency + bytes / "
+            "bandwidth after every all-reduce (a spin to the deadline, after a sleep to 1 ms before "
+            "it when the wait is over 2 ms: a plain sleep woke 0.1-0.5 ms late per call on this loaded machine, which "
+            "over CG's ~2,000 all-reduces put the ratio at 1.26-1.55 in an earlier run — an error "
+            "of the injection, not of the model). 'modelled' is the least compute time of "
+            f"{VALIDATION_REPEATS} undelayed runs plus the model's communication; 'measured' the "
+            f"least of {VALIDATION_REPEATS} delayed runs. The ratio still carries the run-to-run "
+            "noise of compute on this machine; 'waits' overshoot' is the total time the waits "
+            "took beyond the nominal delay (the process not scheduled at the deadline on this "
+            "loaded machine), and the last column takes it out: what is left is the model's error plus "
+            "compute noise.")
     nets_note = "; ".join(f"{net.name}: latency {net.latency_s * 1e6:g} µs, bandwidth "
                           f"{net.bandwidth_Bps * 8 / 1e9:g} Gb/s" for net in nets)
     notes = [

@@ -74,9 +74,28 @@ def network(name: Optional[str] = None, *, latency: Optional[float] = None,
     return Network("custom", float(latency), float(bandwidth))
 
 
+#: an injected delay sleeps until this long before its deadline, then spins to it: ``time.sleep``
+#: alone wakes 0.1-0.5 ms late on a loaded machine, which over CG's ~2,000 all-reduces added 20-55 %
+#: to a 1 ms-per-call delay (measured, benchmarks/results/network) — an error of the injection,
+#: not of the network model
+SPIN_S = 1e-3
+
+
+def wait(seconds: float) -> float:
+    """Block for ``seconds`` (sleep, then spin to the deadline); returns the time it took."""
+    t0 = time.perf_counter()
+    deadline = t0 + seconds
+    if seconds > 2 * SPIN_S:                  # a short sleep itself wakes late: spin instead
+        time.sleep(seconds - SPIN_S)
+    while time.perf_counter() < deadline:
+        pass
+    return time.perf_counter() - t0
+
+
 class CountingComm:
-    """``comm(x, op)`` that counts calls and bytes; with a ``delay`` network it also sleeps that
-    network's cost after each call (every rank alike, so ranks stay in step)."""
+    """``comm(x, op)`` that counts calls and bytes; with a ``delay`` network it also waits that
+    network's cost after each call (every rank alike, so ranks stay in step; :func:`wait`).
+    ``delayed_s``: the nominal delay injected; ``waited_s``: the time the waits took."""
 
     def __init__(self, comm: Callable[[torch.Tensor, str], torch.Tensor],
                  delay: Optional[Network] = None):
@@ -84,6 +103,7 @@ class CountingComm:
         self.calls = 0
         self.nbytes = 0
         self.delayed_s = 0.0
+        self.waited_s = 0.0
 
     def __call__(self, x: torch.Tensor, op: str) -> torch.Tensor:
         out = self.comm(x, op)
@@ -92,9 +112,9 @@ class CountingComm:
         self.nbytes += n
         if self.delay is not None:
             pause = self.delay.transfer_s(1, n)
-            time.sleep(pause)
+            self.waited_s += wait(pause)
             self.delayed_s += pause
         return out
 
 
-__all__ = ["Network", "NETWORKS", "network", "CountingComm"]
+__all__ = ["Network", "NETWORKS", "network", "CountingComm", "wait", "SPIN_S"]

@@ -245,7 +245,8 @@ def assemble(plan: Plan, results: List[RankResult], *, backend: str, wall: float
                 scale_exponent=plan.scale.exponent, collectives=out.collectives,
                 collective_bytes_per_worker=out.collective_bytes)
     if cfg.network is not None:
-        info.update(injected_network=cfg.network.name, injected_delay_s=out.injected_delay_s)
+        info.update(injected_network=cfg.network.name, injected_delay_s=out.injected_delay_s,
+                    injected_wait_s=out.injected_wait_s)
     if out.fast_path:
         info["fast_path"] = out.fast_path
     placement = r0.placement or [dict(rank=r.rank, local_rank=r.local_rank, node_rank=r.node_rank,

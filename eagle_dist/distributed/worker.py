@@ -218,7 +218,8 @@ class RoundsOutput:
     best_iteration: int = 0
     collectives: int = 0          # all-reduce calls of this worker (rounds, set-up and checks)
     collective_bytes: int = 0     # bytes this worker put into them
-    injected_delay_s: float = 0.0  # sleep added by RoundConfig.network (0: none injected)
+    injected_delay_s: float = 0.0  # delay added by RoundConfig.network (0: none injected)
+    injected_wait_s: float = 0.0   # the time those waits took (≥ the delay)
     fast_path: str = ""           # the Gram-mode linear-system path: what it did (gram_fast)
 
 
@@ -246,7 +247,7 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
             fields.pop("check")
             out = RoundsOutput(D=W.to(D.dtype).cpu().numpy(), **fields)
             out.collectives, out.collective_bytes = counted.calls, counted.nbytes
-            out.injected_delay_s = counted.delayed_s
+            out.injected_delay_s, out.injected_wait_s = counted.delayed_s, counted.waited_s
             return out
         note = (f"gram: not certified after {counted.calls} all-reduce(s) (the refinement "
                 "stalled: κ(A)² u near 1?); the Gram-mode iteration ran")
@@ -257,7 +258,7 @@ def run_rounds(local: Sequence[ShardWorker], C: torch.Tensor, D: torch.Tensor, c
     out = rounds(local, C, D, counted, cfg, reference, denominator, is_main, on_round)
     out.fast_path = note
     out.collectives, out.collective_bytes = counted.calls, counted.nbytes
-    out.injected_delay_s = counted.delayed_s
+    out.injected_delay_s, out.injected_wait_s = counted.delayed_s, counted.waited_s
     return out
 
 
